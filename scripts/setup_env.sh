@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Development / test environment from nothing: .venv with CPU torch, the host's and the pack's
+# requirements, test tools, and the pinned ComfyUI hosts. Idempotent: a stamp keyed on the inputs
+# makes a second run a no-op.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+PY=${PYTHON:-python3}
+VENV="$ROOT/.venv"
+STAMP="$VENV/.setup-stamp"
+KEY=$(cat scripts/setup_env.sh requirements.txt requirements-dev.txt tests/support/tv_cpu_shim.py | sha256sum | cut -c1-16)
+
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$KEY" ]; then
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  PIP="$VENV/bin/python -m pip install -q"
+  # torch is never a pack dependency: the host brings it. Here: the CPU build (2.13.0).
+  $PIP torch==2.13.0
+  # ComfyUI imports torchvision unconditionally; PyPI's build is CUDA-linked, so it goes in without
+  # deps and a test-only shim (tests/support/tv_cpu_shim.py) lets it import beside CPU torch.
+  $PIP --no-deps torchvision==0.28.0
+  SP=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  cp tests/support/tv_cpu_shim.py "$SP/_pm_tv_cpu_shim.py"
+  echo "import _pm_tv_cpu_shim; _pm_tv_cpu_shim.install_hook()" > "$SP/_pm_tv_cpu_shim.pth"
+  # The host's runtime needs (its requirements.txt, plus requests which server.py imports).
+  $PIP numpy einops 'transformers>=4.50.3' 'tokenizers>=0.13.3' 'safetensors>=0.4.2' pyyaml Pillow \
+      scipy tqdm psutil torchsde 'av>=14.2.0' 'aiohttp>=3.11.8' 'yarl>=1.18.0' requests \
+      alembic SQLAlchemy 'pydantic~=2.0' 'pydantic-settings~=2.0' sentencepiece
+  $PIP -r requirements.txt -r requirements-dev.txt
+  echo "$KEY" > "$STAMP"
+fi
+
+for v in ${COMFY_VERSIONS:-0.3.75 0.3.52}; do
+  "$VENV/bin/python" scripts/provision_host.py --version "$v" > /dev/null
+done
+echo "environment ready: $VENV"

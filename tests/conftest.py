@@ -1,0 +1,54 @@
+"""Shared fixtures. The ComfyUI host is booted lazily: pure-library tests never import it."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# photomaker_core is importable as a top-level package for library tests. Appended (not prepended)
+# so the host's own `nodes` module always wins over this repo's `nodes/` package.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.append(str(REPO_ROOT))
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: full-size geometry (runs in CI, minutes)")
+    config.addinivalue_line("markers", "host: needs the real ComfyUI host (run on both host versions)")
+
+
+@pytest.fixture(scope="session")
+def comfy_host():
+    """Boot ComfyUI in-process (CPU) and load this pack through nodes.load_custom_node."""
+    from support import host
+
+    host.boot()
+    host.load_pack()
+    return host
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(comfy_host):
+    import torch
+    from support import tiny_sdxl
+
+    with torch.inference_mode(False):
+        return tiny_sdxl.make_clip()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(comfy_host):
+    from support import tiny_sdxl
+
+    return tiny_sdxl.make_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_vae(comfy_host):
+    from support import tiny_sdxl
+
+    return tiny_sdxl.make_vae()

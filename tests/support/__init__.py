@@ -1,0 +1,1 @@
+"""Test-only support code: host boot, tiny models, fixture weights. Never imported by the pack."""
