@@ -16,10 +16,6 @@ if str(REPO_ROOT) not in sys.path:
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: full-size geometry (runs in CI, minutes)")
-    config.addinivalue_line("markers", "host: needs the real ComfyUI host (run on both host versions)")
-
 
 @pytest.fixture(scope="session")
 def comfy_host():

@@ -52,8 +52,11 @@ def boot() -> Path:
     folder_paths.set_input_directory(str(scratch / "input"))
     import comfy.model_management  # noqa: F401
     import execution  # noqa: F401
-    import nodes  # noqa: F401
+    import nodes
 
+    # Core's built-in extra nodes (comfy_extras: PhotoMakerLoader, ConditioningSetTimestepRange...),
+    # as the server loads them; custom nodes and API nodes are not loaded.
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
     _STATE.update(root=root, scratch=scratch)
     return root
 
@@ -97,7 +100,7 @@ class NullServer:
     """Duck-typed stand-in for server.PromptServer (what PromptExecutor talks to)."""
 
     def __init__(self):
-        self.client_id = None
+        self.client_id = "test"  # the executor only reports per-client events when a client is set
         self.last_node_id = None
         self.sockets_metadata = {}
         self.messages = []
@@ -138,9 +141,19 @@ def run_graph(prompt: dict, executor=None, prompt_id: str = "test"):
     if not ok:
         raise GraphError(f"invalid prompt: {err} {node_errors}", {"error": err, "node_errors": node_errors})
     executor = executor or make_executor()
-    executor.execute(prompt, prompt_id, {}, outputs)
+    executor.execute(prompt, prompt_id, {"client_id": "test"}, outputs)
     if not executor.success:
         errs = [m[1] for m in executor.status_messages if m[0] == "execution_error"]
         msg = errs[0].get("exception_message", "") if errs else "unknown"
         raise GraphError(f"execution failed: {msg}", errs[0] if errs else {})
     return executor, executor.history_result.get("outputs", {})
+
+
+def load_tiny_pack():
+    boot()
+    if "tiny" not in _STATE:
+        import nodes
+
+        ok = asyncio.run(nodes.load_custom_node(str(Path(__file__).parent / "tiny_pack")))
+        assert ok
+        _STATE["tiny"] = True

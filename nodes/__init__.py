@@ -1,0 +1,24 @@
+"""The pack's V3 nodes (thin: the work is in photomaker_core and nodes/host.py)."""
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from . import host
+from .apply import StackedIDApply, StackedIDStyle
+from .identity import StackedIDEncode, StackedIDLoad, StackedIDSave, StackedIDStack
+from .loaders import StackedIDFaceAnalysisLoader, StackedIDLoader
+
+NODES: list[type[io.ComfyNode]] = [
+    StackedIDLoader, StackedIDFaceAnalysisLoader, StackedIDEncode, StackedIDStack,
+    StackedIDSave, StackedIDLoad, StackedIDApply, StackedIDStyle,
+]
+
+
+class StackedIDExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> StackedIDExtension:
+    host.register_folders()
+    return StackedIDExtension()

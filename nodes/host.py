@@ -1,0 +1,180 @@
+"""Glue between photomaker_core and the ComfyUI host: model folders, the memory manager,
+LoRA patching, tokenizer specs. Node classes stay thin and call into here."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.ops
+import folder_paths
+
+from ..photomaker_core import PhotoMakerEncoder, build_encoder
+from ..photomaker_core.errors import PhotoMakerError
+
+log = logging.getLogger("photomaker_stackedid")
+
+PHOTOMAKER_FOLDER = "photomaker"  # core ComfyUI registers it (models/photomaker)
+INSIGHTFACE_FOLDER = "insightface"  # models/insightface/models/<pack>, the community convention
+IDENTITY_FOLDER = "photomaker_identities"  # saved identities (safetensors)
+# Feature detection: newer hosts split the patcher; 0.3.52/0.3.75 only have ModelPatcher.
+Patcher = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+
+
+class NodeInputError(ValueError):
+    """Bad input, reported to the user as: '<Node> - input '<name>': <what> <fix>'."""
+
+    def __init__(self, node: str, input_name: str, message: str):
+        super().__init__(f"{node} - input '{input_name}': {message}")
+
+
+def register_folders() -> None:
+    """Register our model folders (extra_model_paths.yaml entries that the host read already are
+    kept; we only add the default location)."""
+    defaults = {
+        PHOTOMAKER_FOLDER: os.path.join(folder_paths.models_dir, "photomaker"),
+        INSIGHTFACE_FOLDER: os.path.join(folder_paths.models_dir, "insightface"),
+        IDENTITY_FOLDER: os.path.join(folder_paths.models_dir, IDENTITY_FOLDER),
+    }
+    for name, path in defaults.items():
+        if name in folder_paths.folder_names_and_paths:
+            paths, exts = folder_paths.folder_names_and_paths[name]
+            if path not in paths:
+                paths.append(path)
+        else:
+            exts = {".safetensors"} if name == IDENTITY_FOLDER else set(folder_paths.supported_pt_extensions)
+            folder_paths.folder_names_and_paths[name] = ([path], exts)
+
+
+# ------------------------------------------------------------------ the managed encoder
+
+def file_fingerprint(path: str, chunk: int = 4 << 20) -> str:
+    """Cheap, stable identity of a weight file: size + first and last 4 MiB (hashing 1.8 GB
+    at every load would cost seconds)."""
+    h = hashlib.sha256()
+    size = os.path.getsize(path)
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(chunk))
+        if size > chunk:
+            f.seek(max(chunk, size - chunk))
+            h.update(f.read(chunk))
+    return h.hexdigest()[:16]
+
+
+def compute_dtype(device: torch.device, storage: torch.dtype) -> torch.dtype:
+    """fp16/bf16 storage computes in that dtype on accelerators; on CPU always fp32 (half matmuls
+    are slow there and the weights are upcast per layer by manual_cast)."""
+    if mm.is_device_cpu(device) or storage not in (torch.float16, torch.bfloat16):
+        return torch.float32
+    return storage
+
+
+class ManagedEncoder:
+    """A PhotoMaker ID encoder living under the host's memory manager (ModelPatcher +
+    load_models_gpu), like core's CLIP vision model."""
+
+    def __init__(self, encoder_sd: dict, file_name: str, fingerprint: str):
+        self.load_device = mm.text_encoder_device()
+        self.offload_device = mm.text_encoder_offload_device()
+        self.dtype = mm.text_encoder_dtype(self.load_device)
+        model = build_encoder(encoder_sd, operations=comfy.ops.manual_cast, dtype=self.dtype,
+                              device=self.offload_device)
+        self.model: PhotoMakerEncoder = model
+        self.patcher = Patcher(model, load_device=self.load_device, offload_device=self.offload_device)
+        self.file_name = file_name
+        self.fingerprint = fingerprint
+        self.vision_calls = 0  # how many times the vision tower ran (observability + tests)
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.model.tokens_per_image
+
+    def _load(self) -> torch.dtype:
+        mm.load_models_gpu([self.patcher])
+        return compute_dtype(self.load_device, self.dtype)
+
+    def encode_identity(self, pixels: torch.Tensor, arcface: torch.Tensor | None) -> torch.Tensor:
+        """[N,3,224,224] (+[N,512]) -> [N, k, 2048] float32 on the intermediate device, one batched
+        forward for every image."""
+        dtype = self._load()
+        device = self.load_device
+        self.vision_calls += 1
+        with torch.inference_mode():
+            out = self.model.encode_identity(pixels.to(device, dtype),
+                                             None if arcface is None else arcface.to(device, dtype))
+        return out.to(mm.intermediate_device(), torch.float32)
+
+    def fuse(self, cond: torch.Tensor, positions, tokens: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        dtype = self._load()
+        device = self.load_device
+        with torch.inference_mode():
+            out = self.model.fuse(cond.to(device, dtype), positions, tokens.to(device, dtype),
+                                  weights.to(device, dtype))
+        return out.to(mm.intermediate_device(), cond.dtype)
+
+    def __repr__(self):
+        return f"<PhotoMaker {self.version} encoder '{self.file_name}'>"
+
+
+_ENCODERS: "weakref.WeakValueDictionary[tuple, ManagedEncoder]" = weakref.WeakValueDictionary()
+_ENCODERS_LOCK = threading.Lock()
+
+
+def cached_encoder(key: tuple, factory) -> ManagedEncoder:
+    """One encoder per file (several loader nodes on the same file share the weights)."""
+    with _ENCODERS_LOCK:
+        enc = _ENCODERS.get(key)
+        if enc is None:
+            enc = factory()
+            _ENCODERS[key] = enc
+        return enc
+
+
+# ------------------------------------------------------------------ SDXL checks
+
+def require_sdxl_model(model, node: str, input_name: str = "model") -> None:
+    import comfy.model_base
+
+    base = getattr(model, "model", None)
+    if not isinstance(base, comfy.model_base.SDXL):
+        kind = type(base).__name__ if base is not None else type(model).__name__
+        raise NodeInputError(node, input_name,
+                             f"PhotoMaker works with SDXL models only, this MODEL is '{kind}'. Load an "
+                             f"SDXL checkpoint (SDXL base, RealVisXL, Juggernaut XL, Pony...) instead.")
+
+
+def require_sdxl_clip(clip, node: str, input_name: str = "clip"):
+    tok = getattr(clip, "tokenizer", None)
+    if tok is None or not hasattr(tok, "clip_l") or not hasattr(tok, "clip_g"):
+        kind = type(tok).__name__ if tok is not None else type(clip).__name__
+        raise NodeInputError(node, input_name,
+                             f"PhotoMaker needs the SDXL CLIP (CLIP-L + CLIP-G), got '{kind}'. Connect the "
+                             f"CLIP output of an SDXL checkpoint loader.")
+    return tok
+
+
+def format_error(node: str, err: Exception) -> Exception:
+    """Library errors become node errors that name the node."""
+    if isinstance(err, (NodeInputError,)):
+        return err
+    if isinstance(err, PhotoMakerError):
+        return RuntimeError(f"{node}: {err}")
+    return err
+
+
+@dataclass
+class LoraResult:
+    patched: int
+    expected: int

@@ -1,0 +1,252 @@
+"""Identity nodes: encode photos into an IDENTITY, stack/mix identities, save and load them."""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+import comfy.model_management as mm
+import comfy.utils
+import folder_paths
+from comfy_api.latest import io
+
+from ..photomaker_core import clip_preprocess
+from ..photomaker_core.errors import PhotoMakerError
+from ..photomaker_core.identity import Identity as IdentityData
+from ..photomaker_core.identity import load_identity, save_identity, stack_identities
+from . import host
+from .types import CATEGORY, Encoder, FaceAnalysis, Identity
+
+log = logging.getLogger("photomaker_stackedid")
+
+
+def _crop_box(img: torch.Tensor, bbox, margin: float = 0.6) -> torch.Tensor:
+    """Square crop around a face box with margin (for the optional crop-to-face CLIP input)."""
+    h, w = img.shape[:2]
+    x1, y1, x2, y2 = [float(v) for v in bbox]
+    side = max(x2 - x1, y2 - y1) * (1 + 2 * margin)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    left, top = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+    right, bottom = int(min(w, cx + side / 2)), int(min(h, cy + side / 2))
+    return img[top:max(bottom, top + 1), left:max(right, left + 1)]
+
+
+class StackedIDEncode(io.ComfyNode):
+    NAME = "PhotoMaker Encode Identity"
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="StackedIDEncode",
+            display_name="PhotoMaker Encode Identity (Stacked ID)",
+            category=CATEGORY,
+            description="Encodes photos of one person into an IDENTITY (one batched pass of the vision "
+                        "tower; prompt edits downstream never re-run it).",
+            inputs=[
+                Encoder.Input("encoder", tooltip="From PhotoMaker Loader."),
+                io.Image.Input("images", tooltip="Photos of the person (batch; any size, RGBA/grayscale ok). "
+                                                 "The face should fill most of each image."),
+                FaceAnalysis.Input("face_analysis", optional=True,
+                                   tooltip="InsightFace models; required for V2 (ArcFace), optional for V1 "
+                                           "(then faces are checked and stored for similarity scoring)."),
+                io.Combo.Input("no_face", options=["error", "skip"], default="error",
+                               tooltip="When an image has no detectable face: stop with an error naming it, "
+                                       "or leave it out of the identity."),
+                io.Combo.Input("face_select", options=["best score", "largest"], default="best score",
+                               tooltip="Which face to use when an image has several."),
+                io.Boolean.Input("crop_to_face", default=False,
+                                 tooltip="Crop the CLIP input around the detected face (off = the reference's "
+                                         "whole-image behaviour)."),
+            ],
+            outputs=[
+                Identity.Output("identity", tooltip="Per-image ID tokens, version, image count, provenance."),
+                io.Image.Output("preview", tooltip="The images that were encoded, detected face boxes drawn."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, encoder, images, face_analysis=None, no_face="error", face_select="best score",
+                crop_to_face=False) -> io.NodeOutput:
+        if images is None or images.ndim != 4 or images.shape[0] == 0:
+            raise host.NodeInputError(cls.NAME, "images", "expected a non-empty IMAGE batch")
+        if encoder.version == "v2" and face_analysis is None:
+            raise host.NodeInputError(cls.NAME, "face_analysis",
+                                      "PhotoMaker V2 needs face embeddings: connect a PhotoMaker InsightFace "
+                                      "Loader (buffalo_l) to face_analysis.")
+        if crop_to_face and face_analysis is None:
+            raise host.NodeInputError(cls.NAME, "crop_to_face", "cropping to the face needs face_analysis connected")
+        from ..photomaker_core.preprocess import to_rgb
+
+        rgb = to_rgb(images)  # [N, H, W, 3] copy in [0, 1]; the cached input is never touched
+        n = rgb.shape[0]
+        pbar = comfy.utils.ProgressBar(n + 1, node_id=cls.hidden.unique_id if cls.hidden else None)
+        crops, arcface, previews, kept = [], [], [], []
+        for i in range(n):
+            mm.throw_exception_if_processing_interrupted()
+            face = cls._detect(face_analysis, rgb[i], face_select) if face_analysis is not None else None
+            if face_analysis is not None and face is None:
+                if no_face == "error":
+                    raise host.NodeInputError(cls.NAME, "images",
+                                              f"no face found in image {i} (of {n}). Use a photo where the face "
+                                              f"is clearly visible, or set no_face to 'skip'.")
+                log.warning("%s: no face in image %d, skipped", cls.NAME, i)
+                pbar.update(1)
+                continue
+            img = rgb[i]
+            if face is not None:
+                arcface.append(torch.from_numpy(face.embedding).float())
+                if crop_to_face:
+                    img = _crop_box(img, face.bbox)
+                previews.append(cls._draw(rgb[i], face.bbox))
+            else:
+                previews.append(rgb[i])
+            crops.append(clip_preprocess(img.unsqueeze(0), size=encoder.model.image_size))
+            kept.append(i)
+            pbar.update(1)
+        if not kept:
+            raise host.NodeInputError(cls.NAME, "images", f"no face found in any of the {n} images")
+        mm.throw_exception_if_processing_interrupted()
+        arc = torch.stack(arcface) if arcface else None
+        try:
+            tokens = encoder.encode_identity(torch.cat(crops), arc if encoder.version == "v2" else None)
+        except PhotoMakerError as e:
+            raise host.format_error(cls.NAME, e) from e
+        pbar.update(1)
+        identity = IdentityData(
+            tokens=tokens.cpu(), weights=torch.ones(len(kept)), version=encoder.version,
+            arcface=arc, provenance={"encoder_file": encoder.file_name,
+                                     "encoder_fingerprint": encoder.fingerprint,
+                                     "image_count": len(kept), "source_indices": kept})
+        return io.NodeOutput(identity, torch.stack(previews))
+
+    @staticmethod
+    def _detect(analyzer, img_rgb: torch.Tensor, face_select: str):
+        from ..photomaker_core.faces import to_uint8_rgb
+
+        return analyzer.detect(to_uint8_rgb(img_rgb), select="largest" if face_select == "largest" else "score")
+
+    @staticmethod
+    def _draw(img_rgb: torch.Tensor, bbox) -> torch.Tensor:
+        from ..photomaker_core.faces import draw_box
+
+        return draw_box(img_rgb, bbox)
+
+
+class StackedIDStack(io.ComfyNode):
+    NAME = "PhotoMaker Stack Identities"
+
+    @classmethod
+    def define_schema(cls):
+        ins = []
+        for i in range(1, 5):
+            ins.append(Identity.Input(f"identity_{i}", optional=i > 2,
+                                      tooltip=f"Identity {i} (from Encode Identity or Load Identity)."))
+            ins.append(io.Float.Input(f"weight_{i}", default=1.0, min=0.0, max=2.0, step=0.05,
+                                      tooltip="Per-row fusion weight of this identity's images: 1 = plain "
+                                              "stacking, 0 = left out."))
+        return io.Schema(
+            node_id="StackedIDStack",
+            display_name="PhotoMaker Stack Identities (Stacked ID)",
+            category=CATEGORY,
+            description="Mixes 2-4 identities into one stack (the paper's identity mixing). Each identity's "
+                        "fused rows are blended with the plain class word by its weight.",
+            inputs=ins,
+            outputs=[Identity.Output("identity", tooltip="The stacked identity.")],
+        )
+
+    @classmethod
+    def execute(cls, **kw) -> io.NodeOutput:
+        pairs = [(kw.get(f"identity_{i}"), kw.get(f"weight_{i}", 1.0)) for i in range(1, 5)]
+        pairs = [(ident, w) for ident, w in pairs if ident is not None]
+        try:
+            return io.NodeOutput(stack_identities([p[0] for p in pairs], [p[1] for p in pairs]))
+        except PhotoMakerError as e:
+            raise host.NodeInputError(cls.NAME, "identity_1", str(e)) from e
+
+
+def identity_files() -> list[str]:
+    return folder_paths.get_filename_list(host.IDENTITY_FOLDER)
+
+
+class StackedIDSave(io.ComfyNode):
+    NAME = "PhotoMaker Save Identity"
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="StackedIDSave",
+            display_name="PhotoMaker Save Identity (Stacked ID)",
+            category=CATEGORY,
+            description="Saves an IDENTITY as .safetensors into models/photomaker_identities, to reuse "
+                        "it without the photos or the vision pass.",
+            inputs=[
+                Identity.Input("identity", tooltip="The identity to save."),
+                io.String.Input("name", default="identity",
+                                tooltip="File name (no extension); a number is appended if it exists."),
+            ],
+            outputs=[io.String.Output("file", tooltip="The saved file name.")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, identity, name) -> io.NodeOutput:
+        safe = "".join(c for c in name.strip() if c.isalnum() or c in "-_ .").strip(" .") or "identity"
+        folder = folder_paths.get_folder_paths(host.IDENTITY_FOLDER)[0]
+        os.makedirs(folder, exist_ok=True)
+        path, n = os.path.join(folder, f"{safe}.safetensors"), 1
+        while os.path.exists(path):
+            path, n = os.path.join(folder, f"{safe}_{n:03d}.safetensors"), n + 1
+        save_identity(identity, path)
+        log.info("saved %s to %s", identity.describe(), path)
+        return io.NodeOutput(os.path.basename(path))
+
+
+class StackedIDLoad(io.ComfyNode):
+    NAME = "PhotoMaker Load Identity"
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="StackedIDLoad",
+            display_name="PhotoMaker Load Identity (Stacked ID)",
+            category=CATEGORY,
+            description="Loads a saved IDENTITY from models/photomaker_identities.",
+            inputs=[
+                io.Combo.Input("identity_file", options=identity_files(),
+                               tooltip="A file saved by PhotoMaker Save Identity."),
+                Encoder.Input("encoder", optional=True,
+                              tooltip="If connected, the file is checked against this encoder (a warning "
+                                      "when it was made with another PhotoMaker file, an error on a version "
+                                      "mismatch)."),
+            ],
+            outputs=[Identity.Output("identity", tooltip="The loaded identity.")],
+        )
+
+    @classmethod
+    def execute(cls, identity_file, encoder=None) -> io.NodeOutput:
+        path = folder_paths.get_full_path(host.IDENTITY_FOLDER, identity_file)
+        if path is None:
+            raise host.NodeInputError(cls.NAME, "identity_file", f"'{identity_file}' not found in "
+                                      f"models/{host.IDENTITY_FOLDER}")
+        try:
+            identity = load_identity(path)
+        except PhotoMakerError as e:
+            raise host.NodeInputError(cls.NAME, "identity_file", str(e)) from e
+        if encoder is not None:
+            if encoder.version != identity.version:
+                raise host.NodeInputError(cls.NAME, "identity_file",
+                                          f"'{identity_file}' is a {identity.version.upper()} identity but the "
+                                          f"encoder is {encoder.version.upper()}: load the matching PhotoMaker file.")
+            made_with = identity.provenance.get("encoder_fingerprint")
+            if made_with and made_with != encoder.fingerprint:
+                log.warning("%s: '%s' was made with another PhotoMaker file (%s) than the connected "
+                            "encoder (%s); results may differ.", cls.NAME, identity_file,
+                            identity.provenance.get("encoder_file", made_with), encoder.file_name)
+        return io.NodeOutput(identity)
+
+    @classmethod
+    def fingerprint_inputs(cls, identity_file, encoder=None):
+        path = folder_paths.get_full_path(host.IDENTITY_FOLDER, identity_file)
+        return os.path.getmtime(path) if path else identity_file

@@ -1,0 +1,31 @@
+"""PhotoMaker's LoRA onto an SDXL MODEL through ComfyUI's own LoRA patching."""
+from __future__ import annotations
+
+import logging
+
+import comfy.lora
+
+from ..photomaker_core.lora import LoraFormatError, normalize_lora
+from .host import NodeInputError
+
+log = logging.getLogger("photomaker_stackedid")
+
+
+def apply_lora(model, lora_sd: dict, strength: float, node: str):
+    """Return a clone of `model` with the LoRA patches added (the input MODEL is untouched).
+    Every LoRA module must land on a UNet weight: a partial match means a wrong base model."""
+    try:
+        normalized = normalize_lora(lora_sd)
+    except LoraFormatError as e:
+        raise NodeInputError(node, "photomaker_file", str(e)) from e
+    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    patches = comfy.lora.load_lora(normalized, key_map, log_missing=False)
+    modules = {k.rsplit(".lora_", 1)[0] for k in normalized if ".lora_" in k}
+    if len(patches) != len(modules):
+        raise NodeInputError(node, "model",
+                             f"PhotoMaker's LoRA matched {len(patches)} of {len(modules)} attention layers of "
+                             f"this MODEL: it is not a standard SDXL UNet. Use an SDXL checkpoint.")
+    out = model.clone()
+    applied = out.add_patches(patches, strength)
+    log.debug("PhotoMaker LoRA: %d weights patched at strength %.2f", len(applied), strength)
+    return out
