@@ -29,7 +29,9 @@ def to_rgb(images: torch.Tensor) -> torch.Tensor:
 
 def resize_shortest_side(x: torch.Tensor, size: int) -> torch.Tensor:
     """[N, 3, H, W] -> shortest side `size`, long side int(size * long / short) (the processor's
-    rounding). antialias=True makes torch's bicubic match PIL's downscaling filter."""
+    rounding). antialias=True selects torch's separable PIL-style kernel (cubic a = -0.5) for both
+    down- and up-scaling; without it torch upsamples with a = -0.75 and drifts from the reference
+    (measured 0.13 max abs difference on a 112x168 photo)."""
     h, w = x.shape[-2:]
     if h <= w:
         new_h, new_w = size, int(size * w / h)
@@ -37,8 +39,7 @@ def resize_shortest_side(x: torch.Tensor, size: int) -> torch.Tensor:
         new_h, new_w = int(size * h / w), size
     if (new_h, new_w) == (h, w):
         return x
-    return F.interpolate(x, size=(new_h, new_w), mode="bicubic", align_corners=False,
-                         antialias=new_h < h or new_w < w)
+    return F.interpolate(x, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
