@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from graph_fixtures import graph, pm_env, saved_images  # noqa: F401  (fixtures)
+from graph_fixtures import graph, saved_images
 
 pytestmark = pytest.mark.host
 

@@ -1,0 +1,27 @@
+# Two commands a newcomer needs: `make demo` (the main job) and `make test` (the suite).
+# Everything is set up from nothing on first use: .venv (CPU torch), the ComfyUI host, test models.
+PY := .venv/bin/python
+PYTEST := $(PY) -m pytest -c tests/pytest.ini --rootdir=tests
+
+.PHONY: setup test test-fast test-slow test-host-0352 demo bench clean
+
+setup:
+	bash scripts/setup_env.sh
+
+# The default suite: library, host integration on ComfyUI 0.3.75, the full-size numerics
+# (marked slow), then the host tests again on ComfyUI 0.3.52.
+test: setup
+	$(PYTEST) tests -q
+	PM_COMFY_VERSION=0.3.52 $(PYTEST) tests -q -m "host and not slow"
+
+test-fast: setup
+	$(PYTEST) tests -q -m "not slow"
+
+test-host-0352: setup
+	PM_COMFY_VERSION=0.3.52 $(PYTEST) tests -q -m "host and not slow"
+
+demo: setup
+	$(PY) scripts/demo.py $(ARGS)
+
+clean:
+	rm -rf .venv .cache test-artifacts
