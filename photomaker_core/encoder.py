@@ -24,6 +24,11 @@ from .loading import PhotoMakerWeights, detect_version, read_photomaker_file, sp
 TEXT_WIDTH = 2048  # SDXL's text embedding width (CLIP-L 768 ++ CLIP-G 1280)
 VISION_HEAD_DIM = 64  # CLIP ViT convention (ViT-L/14: 1024 / 16 heads); not stored in the file
 PERCEIVER_HEAD_DIM = 128  # PhotoMaker V2's perceiver: heads = width // 128
+# Kept in fp32 whatever the storage dtype: small (about 23 M parameters) and precision-sensitive
+# (the norms around the tower and everything the fused rows pass through). ComfyUI core's
+# PhotoMaker keeps exactly these in fp32 too, so V1 results agree with it bit for bit.
+FP32_PREFIXES = ("vision_model.pre_layrnorm.", "vision_model.post_layernorm.", "visual_projection.",
+                 "visual_projection_2.", "fuse_module.")
 
 
 @dataclass(frozen=True)
@@ -394,7 +399,10 @@ def build_encoder(encoder_sd: Mapping[str, torch.Tensor], operations=None, dtype
         t = encoder_sd[key]
         if tuple(t.shape) != tuple(ref.shape):
             raise PhotoMakerFileError(f"tensor {key} has shape {tuple(t.shape)}, expected {tuple(ref.shape)}")
-        target_dtype = dtype or (t.dtype if t.dtype == torch.float32 else torch.float32)
+        if dtype is None or key.startswith(FP32_PREFIXES):
+            target_dtype = torch.float32
+        else:
+            target_dtype = dtype
         converted[key] = t.to(device=device or "cpu", dtype=target_dtype)
     model.load_state_dict(converted, assign=True)
     return model.eval().requires_grad_(False)
