@@ -126,6 +126,7 @@ class StackedIDFaceAnalysisLoader(io.ComfyNode):
 
         pack_dir = find_pack_dir(model_pack)
         try:
+            faces.require_insightface()  # first: a missing package is the more fundamental problem
             faces.check_model_pack(pack_dir)
             analyzer = faces.FaceAnalyzer(pack_dir, faces.resolve_providers(provider), det_size=det_size)
         except faces.FaceAnalysisError as e:

@@ -227,6 +227,11 @@ def _import_insightface():
     return FaceAnalysis, face_align
 
 
+def require_insightface() -> None:
+    """Raise InsightFaceMissing (with the install command) unless insightface imports."""
+    _import_insightface()
+
+
 def _det_sizes(det_size: int) -> list[int]:
     """det_size first, then every smaller reference fallback size."""
     return [det_size] + [s for s in DET_SIZE_FALLBACKS if s < det_size]
