@@ -51,3 +51,13 @@ def tiny_vae(comfy_host):
     from support import tiny_sdxl
 
     return tiny_sdxl.make_vae()
+
+
+HOST_FIXTURES = {"comfy_host", "comfy_lib", "host_tok", "ti_host", "pm_env"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that boots the ComfyUI host is a `host` test (re-run on ComfyUI 0.3.52)."""
+    for item in items:
+        if HOST_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.host)
