@@ -5,4 +5,7 @@ ignore the entry point.) Importing does nothing else: no downloads, no model loa
 """
 from .nodes import comfy_entrypoint
 
-__all__ = ["comfy_entrypoint"]
+# Node documentation for the frontend's docs panel (web/docs/<node id>.md).
+WEB_DIRECTORY = "./web"
+
+__all__ = ["comfy_entrypoint", "WEB_DIRECTORY"]
