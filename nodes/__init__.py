@@ -5,12 +5,15 @@ from comfy_api.latest import ComfyExtension, io
 
 from . import host
 from .apply import StackedIDApply, StackedIDStyle
+from .apply_batch import StackedIDApplyBatch
+from .face_tools import StackedIDFaceSimilarity
 from .identity import StackedIDEncode, StackedIDLoad, StackedIDSave, StackedIDStack
 from .loaders import StackedIDFaceAnalysisLoader, StackedIDLoader
 
 NODES: list[type[io.ComfyNode]] = [
     StackedIDLoader, StackedIDFaceAnalysisLoader, StackedIDEncode, StackedIDStack,
     StackedIDSave, StackedIDLoad, StackedIDApply, StackedIDStyle,
+    StackedIDFaceSimilarity, StackedIDApplyBatch,
 ]
 
 

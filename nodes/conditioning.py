@@ -50,6 +50,20 @@ def trigger_ids(sd_tokenizer, word: str) -> tuple[int, ...]:
 def build_conditioning(node: str, clip, encoder, bindings: list[Binding], text: str,
                        style_strength: float, identity_strength: float):
     """Returns (scheduled CONDITIONING, text-only CONDITIONING)."""
+    id_tokens, text_tokens, positions = tokenize_prompt(node, clip, encoder, bindings, text)
+
+    text_cond, text_pooled = clip.encode_from_tokens(text_tokens, return_pooled=True)
+    id_cond, id_pooled = clip.encode_from_tokens(id_tokens, return_pooled=True)
+    fused = fuse_bindings(node, encoder, bindings, id_cond, positions, identity_strength)
+
+    text_only = [[text_cond, {"pooled_output": text_pooled}]]
+    return schedule(text_cond, text_pooled, fused, id_pooled, style_strength), text_only
+
+
+def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str):
+    """Checks the inputs and tokenizes the prompt twice: with each trigger's class word repeated
+    once per ID token (-> id_tokens, positions[trigger] = the fused rows) and with the triggers
+    removed (-> text_tokens). Returns (id_tokens, text_tokens, positions)."""
     sd_tok = require_sdxl_clip(clip, node)
     _check_bindings(node, encoder, bindings)
     specs = tokenizer_specs(sd_tok)
@@ -61,22 +75,21 @@ def build_conditioning(node: str, clip, encoder, bindings: list[Binding], text: 
         text_tokens, _ = expand_tokens(tokens, specs, text_triggers)
     except TriggerError as e:
         raise NodeInputError(node, "text", str(e)) from e
+    return id_tokens, text_tokens, positions
 
-    text_cond, text_pooled = clip.encode_from_tokens(text_tokens, return_pooled=True)
-    id_cond, id_pooled = clip.encode_from_tokens(id_tokens, return_pooled=True)
 
+def fuse_bindings(node: str, encoder, bindings: list[Binding], id_cond, positions, identity_strength: float):
+    """The expanded prompt's encoding with each binding's class-word rows fused with its ID tokens
+    (a new tensor)."""
     rows, id_rows, weights = [], [], []
     for b in bindings:
         rows += positions[b.trigger]
         id_rows.append(b.identity.flat_tokens())
         weights.append(b.identity.flat_weights() * float(identity_strength))
     try:
-        fused = encoder.fuse(id_cond, rows, torch.cat(id_rows), torch.cat(weights))
+        return encoder.fuse(id_cond, rows, torch.cat(id_rows), torch.cat(weights))
     except PhotoMakerError as e:
-        raise NodeInputError(node, "identity", str(e)) from e
-
-    text_only = [[text_cond, {"pooled_output": text_pooled}]]
-    return schedule(text_cond, text_pooled, fused, id_pooled, style_strength), text_only
+        raise NodeInputError(node, bindings[0].input_name if len(bindings) == 1 else "identity", str(e)) from e
 
 
 def schedule(text_cond, text_pooled, id_cond, id_pooled, style_strength: float) -> list:

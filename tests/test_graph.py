@@ -13,7 +13,8 @@ from graph_fixtures import graph, saved_images
 pytestmark = pytest.mark.host
 
 EXPECTED_NODES = {"StackedIDLoader", "StackedIDFaceAnalysisLoader", "StackedIDEncode", "StackedIDStack",
-                  "StackedIDSave", "StackedIDLoad", "StackedIDApply", "StackedIDStyle"}
+                  "StackedIDSave", "StackedIDLoad", "StackedIDApply", "StackedIDStyle",
+                  "StackedIDFaceSimilarity", "StackedIDApplyBatch"}
 
 
 def node(name):

@@ -6,7 +6,8 @@ import pytest
 pytestmark = pytest.mark.host
 
 OUR_NODES = {"StackedIDLoader", "StackedIDFaceAnalysisLoader", "StackedIDEncode", "StackedIDStack",
-             "StackedIDSave", "StackedIDLoad", "StackedIDApply", "StackedIDStyle"}
+             "StackedIDSave", "StackedIDLoad", "StackedIDApply", "StackedIDStyle",
+             "StackedIDFaceSimilarity", "StackedIDApplyBatch"}
 OUR_TYPES = {"STACKEDID_ENCODER", "STACKEDID_FACE_ANALYSIS", "STACKEDID_IDENTITY"}
 
 

@@ -1,0 +1,150 @@
+"""Apply per Batch Item: one identity per latent of a batch, one prompt template, one sampler pass.
+
+The result is an ordinary CONDITIONING whose tensors have batch size B = number of identities:
+cond [B, T, 2048] and pooled_output [B, 1280], in both schedule phases (the same start/end percents
+as PhotoMaker Apply). ComfyUI's samplers accept that with a latent batch of B: every cond is passed
+through `comfy.utils.repeat_to_batch_size(cond, latent_batch)` (comfy/conds.py), which keeps a cond
+whose batch equals the latent batch as is, tiles one whose batch divides it (latent i then gets
+identity i mod B) and silently truncates one that is larger, so the latent batch is checked here.
+
+Equal T across the batch: identities with different image counts (or V1 vs V2 token counts) expand
+the class word a different number of times, and a prompt that crosses the 77-token boundary then
+needs more 77-token chunks for one identity than for another. One batched tensor needs one T, so
+each item's conditioning is repeated along the token axis up to the least common multiple of the
+chunk counts (T_common = lcm(T_i)). Repeating every key/value of cross-attention the same number of
+times leaves softmax attention unchanged (numerator and denominator scale alike), so each batch item
+samples exactly as PhotoMaker Apply with that identity alone would; this is also what ComfyUI itself
+does when it concatenates conds of different lengths (CONDCrossAttn.concat). Padding the shorter
+items with chunks of the text-only prompt (or empty chunks) would instead add extra keys and change
+what the fused rows contribute; re-chunking all items to the longest layout is not possible without
+moving tokens between chunks, which changes CLIP's encoding.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+
+from comfy_api.latest import io
+
+from .conditioning import Binding, fuse_bindings, schedule, tokenize_prompt
+from .host import NodeInputError
+from .types import CATEGORY, Encoder, Identity
+
+log = logging.getLogger("photomaker_stackedid")
+
+MAX_IDENTITIES = 4
+
+
+def align_tokens(conds: list[torch.Tensor]) -> list[torch.Tensor]:
+    """[1, T_i, C] tensors -> the same tensors repeated along T to lcm(T_i) (attention-invariant)."""
+    common = math.lcm(*[int(c.shape[1]) for c in conds])
+    out = []
+    for c in conds:
+        reps = common // int(c.shape[1])
+        if reps > 4:
+            log.warning("PhotoMaker Apply per Batch Item: conditioning repeated %dx along the tokens to "
+                        "align prompt lengths (%d tokens); shorten the prompt to save compute", reps, common)
+        out.append(c.repeat(1, reps, 1) if reps > 1 else c)
+    return out
+
+
+def build_batch_conditioning(node: str, clip, encoder, identities: list[tuple[str, object]], text: str,
+                             trigger_word: str, style_strength: float, identity_strength: float):
+    """identities: [(input name, Identity)] in batch order. Returns (scheduled CONDITIONING,
+    text-only CONDITIONING), each entry's tensors with batch size len(identities)."""
+    text_cond = text_pooled = None
+    fused_rows, id_pooled = [], []
+    for name, ident in identities:
+        bindings = [Binding(trigger_word, ident, name)]
+        id_tokens, text_tokens, positions = tokenize_prompt(node, clip, encoder, bindings, text)
+        if text_cond is None:  # the trigger-free prompt is the same for every identity: encode it once
+            text_cond, text_pooled = clip.encode_from_tokens(text_tokens, return_pooled=True)
+        id_cond, pooled = clip.encode_from_tokens(id_tokens, return_pooled=True)
+        fused_rows.append(fuse_bindings(node, encoder, bindings, id_cond, positions, identity_strength))
+        id_pooled.append(pooled)
+    b = len(identities)
+    fused = torch.cat(align_tokens(fused_rows))
+    pooled = torch.cat(id_pooled)
+    text_b = text_cond.expand(b, -1, -1).clone()
+    text_pooled_b = text_pooled.expand(b, -1).clone()
+    text_only = [[text_b, {"pooled_output": text_pooled_b}]]
+    return schedule(text_b, text_pooled_b, fused, pooled, style_strength), text_only
+
+
+class StackedIDApplyBatch(io.ComfyNode):
+    NAME = "PhotoMaker Apply per Batch Item"
+
+    @classmethod
+    def define_schema(cls):
+        ids = [Identity.Input(f"identity_{i}", optional=i > 1,
+                              tooltip=f"Identity of batch item {i - 1} (latent {i - 1} of the batch). Connect the "
+                                      f"identities in order, without gaps.")
+               for i in range(1, MAX_IDENTITIES + 1)]
+        return io.Schema(
+            node_id="StackedIDApplyBatch",
+            display_name="PhotoMaker Apply per Batch Item (Stacked ID)",
+            category=CATEGORY,
+            description="One person per latent in a single sampler pass: batch item i is conditioned on "
+                        "identity_(i+1) with the same prompt template, like PhotoMaker Apply with that "
+                        "identity alone. The latent batch must have as many items as identities are "
+                        "connected (or a multiple: latent i then gets identity i mod n).",
+            inputs=[
+                io.Clip.Input("clip", tooltip="The SDXL CLIP."),
+                Encoder.Input("encoder", tooltip="From PhotoMaker Loader."),
+                io.Latent.Input("latent", tooltip="The latent batch you sample (e.g. Empty Latent Image with "
+                                                  "batch_size = number of identities); only its batch size "
+                                                  "is used, to check the counts. Passed through."),
+                *ids[:1],
+                io.String.Input("text", multiline=True, dynamic_prompts=True,
+                                default="a photo of a person img, portrait, natural light",
+                                tooltip="The prompt template shared by every batch item. Put the trigger word "
+                                        "right after the class word (person, man, woman...)."),
+                io.String.Input("trigger_word", default="img",
+                                tooltip="Marks the class word each identity binds to (whole word, "
+                                        "case-insensitive)."),
+                io.Float.Input("style_strength", default=0.2, min=0.0, max=1.0, step=0.01,
+                               tooltip="Share of the schedule that uses the text-only prompt before the "
+                                       "identities take over (reference: 20 %)."),
+                io.Float.Input("identity_strength", default=1.0, min=0.0, max=2.0, step=0.05,
+                               tooltip="Blend of the fused class-word rows: 1 = reference, 0 = plain text."),
+                *ids[1:],
+            ],
+            outputs=[
+                io.Conditioning.Output("conditioning", tooltip="Batched conditioning (one row of the batch per "
+                                                               "identity), text-only over [0, style_strength]: "
+                                                               "connect to the sampler's positive."),
+                io.Conditioning.Output("text_only", tooltip="The trigger-free prompt, batched to the same size "
+                                                            "(for ControlNet)."),
+                io.Latent.Output("latent_out", display_name="latent", tooltip="The latent input, unchanged."),
+                io.Int.Output("batch_size", tooltip="Number of identities connected (= batch items)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, clip, encoder, latent, identity_1, text, trigger_word="img", style_strength=0.2,
+                identity_strength=1.0, identity_2=None, identity_3=None, identity_4=None) -> io.NodeOutput:
+        given = {1: identity_1, 2: identity_2, 3: identity_3, 4: identity_4}
+        connected = [i for i, v in given.items() if v is not None]
+        if not connected:
+            raise NodeInputError(cls.NAME, "identity_1", "connect at least one identity")
+        gap = next((i for i in range(1, max(connected)) if given[i] is None), None)
+        if gap is not None:
+            raise NodeInputError(cls.NAME, f"identity_{gap}",
+                                 f"not connected but identity_{max(connected)} is: connect the identities in "
+                                 f"order (identity_1 = batch item 0, identity_2 = item 1, ...).")
+        identities = [(f"identity_{i}", given[i]) for i in connected]
+        n = len(identities)
+        samples = latent.get("samples") if isinstance(latent, dict) else None
+        if samples is None or samples.ndim < 1:
+            raise NodeInputError(cls.NAME, "latent", "expected a LATENT (e.g. from Empty Latent Image)")
+        batch = int(samples.shape[0])
+        if batch < n or batch % n:
+            raise NodeInputError(cls.NAME, "latent",
+                                 f"the latent batch has {batch} item(s) but {n} identit{'y is' if n == 1 else 'ies are'} "
+                                 f"connected: set Empty Latent Image's batch_size to {n} (or a multiple of {n}; "
+                                 f"latent i then gets identity i mod {n}).")
+        cond, text_only = build_batch_conditioning(cls.NAME, clip, encoder, identities, text,
+                                                   (trigger_word or "").strip(), style_strength, identity_strength)
+        return io.NodeOutput(cond, text_only, latent, n)

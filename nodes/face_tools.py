@@ -1,0 +1,145 @@
+"""Face Similarity: score and rank generated images by ArcFace similarity to the reference person
+(the PhotoMaker paper's "Face Sim." metric). The math is in photomaker_core/similarity.py."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.model_management as mm
+import comfy.utils
+from comfy_api.latest import io, ui
+
+from ..photomaker_core import similarity
+from .host import NodeInputError
+from .types import CATEGORY, FaceAnalysis, Identity
+
+log = logging.getLogger("photomaker_stackedid")
+
+
+def _check_images(node: str, name: str, images) -> None:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
+        raise NodeInputError(node, name, "expected a non-empty IMAGE batch")
+
+
+def _detect(analyzer, image: torch.Tensor):
+    from ..photomaker_core.faces import to_uint8_rgb
+
+    return analyzer.detect(to_uint8_rgb(image), select="score")  # highest det score, as PhotoMaker
+
+
+class StackedIDFaceSimilarity(io.ComfyNode):
+    NAME = "PhotoMaker Face Similarity"
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="StackedIDFaceSimilarity",
+            display_name="PhotoMaker Face Similarity (Stacked ID)",
+            category=CATEGORY,
+            description="Scores each generated image by ArcFace cosine similarity of its best face (highest "
+                        "detection score) to the mean of the reference faces' normalised embeddings (the "
+                        "PhotoMaker paper's Face Sim.), and ranks the batch best-first. 1.0 = the same face; "
+                        "images without a face score -1 and are ranked last. Shows the scored thumbnails.",
+            inputs=[
+                FaceAnalysis.Input("face_analysis", tooltip="From PhotoMaker InsightFace Loader (buffalo_l)."),
+                io.Image.Input("images", tooltip="The generated images to score (a batch, e.g. several seeds)."),
+                Identity.Input("reference_identity", optional=True,
+                               tooltip="The person, as an IDENTITY from Encode Identity (with face_analysis "
+                                       "connected there), Stack Identities or Load Identity: its stored ArcFace "
+                                       "embeddings are the reference. Connect this or reference_images."),
+                io.Image.Input("reference_images", optional=True,
+                               tooltip="Photos of the person (a batch); their faces are detected here. Connect "
+                                       "this or reference_identity (with both, all their faces are used)."),
+                io.Int.Input("top_k", default=2, min=1, max=4096,
+                             tooltip="How many of the best images the top_k output keeps."),
+            ],
+            outputs=[
+                io.Image.Output("ranked", tooltip="The images re-ordered best-first (no-face images last)."),
+                io.Image.Output("top_k_images", display_name="top_k",
+                                tooltip="The best min(top_k, batch size) images, best first."),
+                io.String.Output("scores", tooltip="JSON list of the scores in input order, e.g. "
+                                                   "[0.91, 0.47, -1.0]; -1.0 = no face found."),
+                io.Float.Output("best_score", tooltip="The highest score (-1.0 if no image has a face)."),
+                io.String.Output("report", tooltip="Readable ranking: rank, input index and score per image."),
+                io.Image.Output("preview", tooltip="Thumbnails in ranked order with rank, input index and "
+                                                   "score drawn on each, face boxes outlined."),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, face_analysis, images, reference_identity=None, reference_images=None,
+                top_k=2) -> io.NodeOutput:
+        node = cls.NAME
+        if reference_identity is None and reference_images is None:
+            raise NodeInputError(node, "reference_identity",
+                                 "connect a reference: either reference_identity (an IDENTITY encoded with "
+                                 "face_analysis) or reference_images (photos of the person).")
+        _check_images(node, "images", images)
+        refs = cls._reference_rows(face_analysis, reference_identity, reference_images)
+
+        n = int(images.shape[0])
+        pbar = comfy.utils.ProgressBar(n)
+        embeddings, boxes = [], []
+        for i in range(n):
+            mm.throw_exception_if_processing_interrupted()
+            face = _detect(face_analysis, images[i])
+            embeddings.append(None if face is None else face.embedding)
+            boxes.append(None if face is None else face.bbox)
+            pbar.update(1)
+        try:
+            result = similarity.rank_embeddings(embeddings, refs)
+        except similarity.SimilarityError as e:
+            raise NodeInputError(node, "reference_identity" if reference_identity is not None else
+                                 "reference_images", str(e)) from e
+
+        k = max(1, min(int(top_k), n))
+        order = torch.tensor(result.order, dtype=torch.long, device=images.device)
+        ranked = images.index_select(0, order)
+        top = ranked[:k]
+        labels, good = [], []
+        for r, i in enumerate(result.order, 1):
+            s = result.scores[i]
+            labels.append(f"#{r} img {i}: " + ("no face" if s is None else f"{s:.3f}"))
+            good.append(False if s is None else (r <= k))
+        sheet = similarity.score_sheet(images.index_select(0, order).cpu(), labels,
+                                       boxes=[boxes[i] for i in result.order], good=good)
+        report = result.report(top_k=k)
+        log.info("%s:\n%s", node, report)
+        ui_out = {"text": [report]}
+        try:
+            ui_out.update(ui.PreviewImage(sheet).as_dict())
+        except Exception as e:  # a preview that can't be written (read-only temp dir) is not fatal
+            log.warning("%s: could not write the preview (%s)", node, e)
+        return io.NodeOutput(ranked, top, result.to_json(), float(result.best_score), report, sheet, ui=ui_out)
+
+    @classmethod
+    def _reference_rows(cls, face_analysis, reference_identity, reference_images) -> torch.Tensor:
+        node = cls.NAME
+        rows = []
+        if reference_identity is not None:
+            arc = getattr(reference_identity, "arcface", None)
+            if arc is None:
+                raise NodeInputError(node, "reference_identity",
+                                     "this identity carries no ArcFace face embeddings (a PhotoMaker V1 identity "
+                                     "encoded without face analysis). Connect a PhotoMaker InsightFace Loader to "
+                                     "face_analysis of PhotoMaker Encode Identity and encode again, or connect "
+                                     "the photos to reference_images instead.")
+            rows.append(arc.detach().float().cpu())
+        if reference_images is not None:
+            _check_images(node, "reference_images", reference_images)
+            found = []
+            for i in range(int(reference_images.shape[0])):
+                mm.throw_exception_if_processing_interrupted()
+                face = _detect(face_analysis, reference_images[i])
+                if face is None:
+                    log.warning("%s: no face in reference image %d, left out", node, i)
+                    continue
+                found.append(torch.from_numpy(face.embedding).float())
+            if not found:
+                raise NodeInputError(node, "reference_images",
+                                     f"no face found in any of the {reference_images.shape[0]} reference images: "
+                                     f"use photos where the face is clearly visible.")
+            rows.append(torch.stack(found))
+        return torch.cat(rows)
