@@ -29,6 +29,18 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$KEY" ]; then
   echo "$KEY" > "$STAMP"
 fi
 
+# Headless Chromium for the UI test (tests/test_ui.py): Debian's package, installed only when missing
+# and only where we may (root with apt-get). Without it the UI test skips locally and fails in CI.
+if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium (apt-get) for the UI test..."
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
+      echo "warning: could not install chromium: tests/test_ui.py will fail in CI, skip locally" >&2
+  else
+    echo "note: chromium not found and not installable here (needs root + apt-get): tests/test_ui.py will skip" >&2
+  fi
+fi
+
 for v in ${COMFY_VERSIONS:-0.3.75 0.3.52}; do
   "$VENV/bin/python" scripts/provision_host.py --version "$v" > /dev/null
 done

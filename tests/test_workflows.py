@@ -289,21 +289,7 @@ def test_unpack_insightface_pack(tmp_path):
 # ------------------------------------------------------------------- through the real engine
 
 LATENT, STEPS = 64, 2
-# LoadImage name -> (colour, face box): the fake detector's "face" is a saturated colour block and
-# the colour is the "identity". Names not listed here get a red face.
-PHOTOS = {"photomaker_face.png": ("RED", (200, 120, 328, 248)),
-          "photomaker_face_2.png": ("RED", (120, 80, 312, 272)),
-          "photomaker_face_3.png": ("RED", (300, 200, 420, 320)),
-          "photomaker_person_a.png": ("RED", (200, 120, 328, 248)),
-          "photomaker_person_b.png": ("GREEN", (200, 120, 328, 248)),
-          "photomaker_person_c.png": ("BLUE", (200, 120, 328, 248))}
-
-
-def _photo_names():
-    names = set(PHOTOS)
-    for path in WORKFLOWS:
-        names |= {n["widgets_values"][0] for n in json.loads(path.read_text())["nodes"] if n["type"] == "LoadImage"}
-    return sorted(names)
+# Input photos under every LoadImage name (shared with test_ui.py): tests/support/workflow_env.py.
 
 
 @pytest.fixture(scope="module")
@@ -313,8 +299,7 @@ def wf_env(comfy_host, tmp_path_factory):
     one executor for the module (the checkpoint loads once)."""
     import folder_paths
     import torch
-    from PIL import Image
-    from support import fake_insightface, tiny_sdxl
+    from support import tiny_sdxl, workflow_env
 
     tiny_sdxl.register_tiny_model_config()
     threads = torch.get_num_threads()
@@ -325,12 +310,7 @@ def wf_env(comfy_host, tmp_path_factory):
     identities = root / "photomaker_identities"
     identities.mkdir()
     folder_paths.add_model_folder_path("photomaker_identities", str(identities), is_default=True)
-    inp = folder_paths.get_input_directory()
-    os.makedirs(inp, exist_ok=True)
-    for name in _photo_names():
-        colour, box = PHOTOS.get(name, ("RED", (160, 100, 352, 292)))
-        img = fake_insightface.synthetic_face(box=box, color=getattr(fake_insightface, colour))
-        Image.fromarray((img.numpy() * 255).round().astype(np.uint8)).save(os.path.join(inp, name))
+    workflow_env.write_photos(folder_paths.get_input_directory(), WORKFLOWS)
     replacements = dict(demo.SYNTHETIC_NAMES)
     replacements.update({("EmptyLatentImage", "width"): LATENT, ("EmptyLatentImage", "height"): LATENT,
                          ("KSampler", "steps"): STEPS})

@@ -13,6 +13,12 @@ if tiny_sdxl is None:
     sys.modules["_pm_tiny_sdxl"] = tiny_sdxl
     _spec.loader.exec_module(tiny_sdxl)
 
+# PM_TINY_CHECKPOINTS=1 (set by tests that start a server with tiny checkpoints, e.g. test_ui.py):
+# register the tiny SDXL config inside the server process, so the real CheckpointLoaderSimple
+# detects a tiny checkpoint as SDXL. Other servers are unaffected.
+if os.environ.get("PM_TINY_CHECKPOINTS") == "1":
+    tiny_sdxl.register_tiny_model_config()
+
 _CACHE = {}
 
 

@@ -1,0 +1,175 @@
+"""Registry-ready packaging (issue 4): pyproject.toml, requirements.txt, node docs, no install scripts.
+
+* pyproject.toml has the registry's [project] and [tool.comfy] fields, parses with the host's own
+  `comfy_config.config_parser` (what ComfyUI and the registry tooling read), declares no torch, and
+  requires the oldest ComfyUI that CI tests (the Makefile's PM_COMFY_VERSION runs);
+* requirements.txt never touches torch: pip's resolver (dry run, with installed packages ignored)
+  finds no torch anywhere in the dependency tree, and in a venv with CPU torch it plans no change;
+* every node id has web/docs/<node id>.md, served through WEB_DIRECTORY;
+* nothing runs at install time (no setup.py / install.py, no build hooks).
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PYPROJECT = REPO / "pyproject.toml"
+TORCH_LIKE = re.compile(r"^(torch|torchvision|torchaudio|torchsde|xformers|triton|nvidia-.*|pytorch.*)$",
+                        re.I)
+
+
+def _pyproject() -> dict:
+    return tomllib.loads(PYPROJECT.read_text())
+
+
+def _req_name(line: str) -> str:
+    return re.split(r"[\s<>=!~;\[@]", line.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _requirements() -> list[str]:
+    lines = [ln.split("#", 1)[0].strip() for ln in (REPO / "requirements.txt").read_text().splitlines()]
+    return [ln for ln in lines if ln]
+
+
+def _oldest_tested_host() -> str:
+    """The oldest ComfyUI that `make test` runs the host tests on (PM_COMFY_VERSION=...), or the
+    default host (tests/support/host.py) if none is named."""
+    versions = set(re.findall(r"PM_COMFY_VERSION=(\d+\.\d+\.\d+)", (REPO / "Makefile").read_text()))
+    default = re.search(r'version or "(\d+\.\d+\.\d+)"', (REPO / "tests" / "support" / "host.py").read_text())
+    versions.add(default.group(1))
+    return min(versions, key=lambda v: tuple(int(x) for x in v.split(".")))
+
+
+# ----------------------------------------------------------------------------------- pyproject
+
+def test_project_section():
+    project = _pyproject()["project"]
+    name = project["name"]
+    # registry node id: < 100 chars, alphanumerics and - _ ., no consecutive specials, starts with a letter
+    assert len(name) < 100 and re.fullmatch(r"[A-Za-z](?:[A-Za-z0-9]|[-_.](?=[A-Za-z0-9]))*", name), name
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"]), "semantic X.Y.Z version"
+    assert len(project["description"]) > 20
+    assert project["license"] == {"file": "LICENSE"} and (REPO / "LICENSE").is_file()
+    assert project["urls"]["Repository"].startswith("https://")
+    deps = project["dependencies"]
+    assert not [d for d in deps if TORCH_LIKE.match(_req_name(d))], deps
+    # the same runtime needs as requirements.txt (users install either way)
+    assert sorted(map(_req_name, deps)) == sorted(map(_req_name, _requirements()))
+
+
+def test_tool_comfy_section():
+    comfy = _pyproject()["tool"]["comfy"]
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]*", comfy["PublisherId"])
+    assert comfy["DisplayName"] == "PhotoMaker (Stacked ID)"
+    assert comfy["requires-comfyui"] == f">={_oldest_tested_host()}" == ">=0.3.52"
+
+
+def test_icon_is_a_small_image_in_this_repository():
+    from PIL import Image
+
+    project = _pyproject()["project"]
+    icon = _pyproject()["tool"]["comfy"]["Icon"]
+    repo = project["urls"]["Repository"].removeprefix("https://github.com/").rstrip("/")
+    raw = rf"https://raw\.githubusercontent\.com/{re.escape(repo)}/main/"
+    m = re.fullmatch(raw + r"(.+\.(?:png|jpg|gif|svg))", icon)
+    assert m, f"Icon should be a raw URL of a file in {repo}: {icon}"
+    path = REPO / m.group(1)
+    assert path.is_file(), path
+    with Image.open(path) as im:
+        assert im.width <= 800 and im.height <= 400, im.size  # the registry's limit
+
+
+def test_parses_with_the_hosts_config_parser():
+    from support import host
+
+    root = host.host_path()
+    if not (root / "comfy_config" / "config_parser.py").is_file():
+        pytest.skip(f"this host ({root.name}) has no comfy_config")
+    sys.path.insert(0, str(root))
+    try:
+        from comfy_config import config_parser
+    finally:
+        sys.path.remove(str(root))
+    cfg = config_parser.extract_node_configuration(str(REPO))
+    project = _pyproject()["project"]
+    assert cfg.project.name == project["name"] and cfg.project.version == project["version"]
+    assert cfg.project.license.file == "LICENSE"
+    assert cfg.project.dependencies == project["dependencies"]
+    assert cfg.project.urls.repository == project["urls"]["Repository"]
+    assert cfg.project.supported_os == ["OS Independent"]
+    assert cfg.project.supported_comfyui_version == ">=0.3.52"
+    assert cfg.tool_comfy.publisher_id == "stackedid"
+    assert cfg.tool_comfy.display_name == "PhotoMaker (Stacked ID)"
+    assert cfg.tool_comfy.icon.endswith("/docs/icon.png")
+
+
+# -------------------------------------------------------------------------------- requirements
+
+def test_requirements_never_name_torch():
+    reqs = _requirements()
+    assert reqs
+    assert not [r for r in reqs if TORCH_LIKE.match(_req_name(r))], reqs
+    for r in reqs:  # no URLs, editable installs or options that could pull arbitrary code
+        assert not r.startswith("-") and "://" not in r and "@" not in r, r
+
+
+def _dry_run(*extra) -> list[str]:
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--report", "-",
+                          "--disable-pip-version-check", *extra, "-r", str(REPO / "requirements.txt")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(res.stdout[res.stdout.index("{"):])
+    return sorted(item["metadata"]["name"] for item in report["install"])
+
+
+def test_pip_install_would_not_touch_torch():
+    """The resolver's plan: from nothing (installed packages ignored), nothing in the tree is torch or
+    needs it; in this venv (CPU torch 2.13.0 present, as in a ComfyUI install), torch stays as is."""
+    import importlib.metadata
+
+    fresh = _dry_run("--ignore-installed")
+    assert "insightface" in fresh and "onnxruntime" in fresh
+    assert not [n for n in fresh if TORCH_LIKE.match(n)], fresh
+    torch_before = importlib.metadata.version("torch")
+    here = _dry_run()
+    assert not [n for n in here if TORCH_LIKE.match(n)], here
+    assert importlib.metadata.version("torch") == torch_before
+
+
+# -------------------------------------------------------------------------------- docs, scripts
+
+def _web_directory() -> str:
+    tree = ast.parse((REPO / "__init__.py").read_text())
+    for node in tree.body:
+        names = [getattr(t, "id", None) for t in getattr(node, "targets", [])]
+        if isinstance(node, ast.Assign) and "WEB_DIRECTORY" in names:
+            return node.value.value
+    raise AssertionError("__init__.py sets no WEB_DIRECTORY")
+
+
+def test_every_node_has_docs(comfy_host):
+    web = (REPO / _web_directory()).resolve()
+    assert web == REPO / "web"
+    ids = comfy_host.pack_node_ids()
+    assert ids
+    docs = {p.stem for p in (web / "docs").glob("*.md")}
+    missing = sorted(set(ids) - docs)
+    assert not missing, f"node ids without web/docs/<id>.md: {missing}"
+    assert not sorted(docs - set(ids)), f"docs for nodes that do not exist: {sorted(docs - set(ids))}"
+    for node_id in ids:
+        text = (web / "docs" / f"{node_id}.md").read_text()
+        assert len(text) > 200 and text.lstrip().startswith("#"), node_id
+
+
+def test_no_install_time_scripts():
+    for name in ("setup.py", "install.py"):
+        assert not (REPO / name).exists(), f"{name}: the pack must not run code at install time"
+    assert "build-system" not in _pyproject(), "no build backend: the registry ships the folder as is"
