@@ -6,7 +6,9 @@
 * requirements.txt never touches torch: pip's resolver (dry run, with installed packages ignored)
   finds no torch anywhere in the dependency tree, and in a venv with CPU torch it plans no change;
 * every node id has web/docs/<node id>.md, served through WEB_DIRECTORY;
-* nothing runs at install time (no setup.py / install.py, no build hooks).
+* nothing runs at install time (no setup.py / install.py, no build hooks);
+* every workflows/*.json has its template thumbnail <name>.jpg, and the real server lists the
+  workflows and serves both files where the frontend's Templates dialog asks for them.
 """
 from __future__ import annotations
 
@@ -173,3 +175,73 @@ def test_no_install_time_scripts():
     for name in ("setup.py", "install.py"):
         assert not (REPO / name).exists(), f"{name}: the pack must not run code at install time"
     assert "build-system" not in _pyproject(), "no build backend: the registry ships the folder as is"
+
+
+# ------------------------------------------------------------------------- template thumbnails
+
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+
+
+def _thumbnails_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_pm_make_thumbnails", REPO / "scripts" / "make_thumbnails.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_workflow_has_a_small_jpeg_thumbnail():
+    """The frontend shows a pack template's thumbnail from <workflow name>.jpg beside the .json
+    (scripts/make_thumbnails.py makes them from the UI test's screenshots)."""
+    from PIL import Image
+
+    assert WORKFLOWS
+    for wf in WORKFLOWS:
+        thumb = wf.with_suffix(".jpg")
+        assert thumb.is_file(), f"{wf.name}: no {thumb.name} (run scripts/make_thumbnails.py)"
+        assert thumb.stat().st_size < 60_000, (thumb.name, thumb.stat().st_size)
+        with Image.open(thumb) as im:
+            assert im.format == "JPEG" and im.size == (400, 400), (thumb.name, im.format, im.size)
+    orphans = {p.stem for p in (REPO / "workflows").glob("*.jpg")} - {p.stem for p in WORKFLOWS}
+    assert not orphans, f"thumbnails without a workflow: {sorted(orphans)}"
+
+
+def test_make_thumbnails_script(tmp_path):
+    from PIL import Image
+
+    script = _thumbnails_script()
+    shots, flows = tmp_path / "shots", tmp_path / "workflows"
+    shots.mkdir(), flows.mkdir()
+    (flows / "a.json").write_text("{}")
+    assert script.main(["--screenshots", str(shots), "--workflows", str(flows)]) == 1  # no screenshot yet
+    noise = Image.effect_noise((1800, 700), 80).convert("RGB")  # wide, like a graph; noise compresses badly
+    noise.save(shots / "a.png")
+    assert script.main(["--screenshots", str(shots), "--workflows", str(flows)]) == 0
+    with Image.open(flows / "a.jpg") as im:
+        assert im.format == "JPEG" and im.size == (400, 400)
+    assert (flows / "a.jpg").stat().st_size <= script.MAX_BYTES
+
+
+@pytest.mark.host
+def test_server_offers_the_workflows_and_their_thumbnails():
+    """What the frontend's Templates dialog asks the real server (0.3.75: app/custom_node_manager.py):
+    GET /workflow_templates lists this pack's folder with every workflow name, and
+    /api/workflow_templates/<folder>/<name>.json and .jpg serve the files."""
+    import urllib.request
+
+    from support.server import PACK_DIR_NAME, ComfyServer
+
+    server = ComfyServer(with_tiny_pack=False)
+    try:
+        server.start()
+        templates = server.get("/workflow_templates")
+        assert sorted(templates.get(PACK_DIR_NAME, [])) == [p.stem for p in WORKFLOWS], templates
+        for wf in WORKFLOWS:
+            for suffix, ctype in ((".json", "application/json"), (".jpg", "image/jpeg")):
+                url = f"{server.url}/api/workflow_templates/{PACK_DIR_NAME}/{wf.stem}{suffix}"
+                with urllib.request.urlopen(url, timeout=30) as r:
+                    assert r.status == 200 and r.headers.get_content_type() == ctype, (url, r.headers)
+                    assert r.read() == wf.with_suffix(suffix).read_bytes(), url
+    finally:
+        server.cleanup()

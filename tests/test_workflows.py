@@ -3,6 +3,9 @@ the demo (scripts/demo.py).
 
 * every workflow is a well-formed UI-format file with a Note, references only installed node types,
   converts, validates and runs through the real engine with tiny random models;
+* photomaker-controlnet.json gives the ControlNet the text-only prompt at every step (as the
+  reference) while the UNet gets the identity; photomaker-two-people.json masks one prompt per person
+  to complementary halves;
 * the converter follows the frontend's rules (widget order, seed control values, Reroute,
   PrimitiveNode, muted and bypassed nodes), checked on small hand-made graphs;
 * the demo's downloader resumes and size-checks, and the demo reports missing weights (exit 2) or,
@@ -28,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 EXPECTED = ["photomaker-v2-basic.json", "photomaker-v1-basic.json", "photomaker-identity-mixing.json",
             "photomaker-two-people.json", "photomaker-stylization.json", "photomaker-save-identity.json",
-            "photomaker-v2-multi-photo.json"]
+            "photomaker-v2-multi-photo.json", "photomaker-controlnet.json"]
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 
 
@@ -307,6 +310,7 @@ def wf_env(comfy_host, tmp_path_factory):
     root = tmp_path_factory.mktemp("wf-models")
     demo.build_synthetic_models(root)
     demo.register_synthetic(folder_paths, root)
+    workflow_env.install_tiny_controlnet(folder_paths, root)
     identities = root / "photomaker_identities"
     identities.mkdir()
     folder_paths.add_model_folder_path("photomaker_identities", str(identities), is_default=True)
@@ -400,6 +404,106 @@ def test_save_identity_workflow_then_reuse(comfy_host, wf_env):
     _, outputs = comfy_host.run_graph(api, executor=wf_env["executor"], prompt_id="reuse")
     (img,) = _saved(outputs, api)
     assert img.shape == (LATENT, LATENT, 3)
+
+
+@pytest.mark.host
+def test_two_people_workflow_masks_each_person_to_one_half(comfy_host, wf_env):
+    """photomaker-two-people.json: the sampler's positive is the shared two-trigger prompt combined
+    with one prompt per person (only that person's identity), masked to complementary halves:
+    Person A (identity, img) left, Person B (identity_2, img2) right."""
+    import re
+
+    import nodes
+    import torch
+
+    api = wapi.ui_to_api(json.loads((REPO / "workflows" / "photomaker-two-people.json").read_text()))
+
+    def evaluate(nid):  # run a chain of mask nodes with the host's classes
+        node = api[nid]
+        cls = nodes.NODE_CLASS_MAPPINGS[node["class_type"]]
+        kwargs = {k: evaluate(v[0]) if isinstance(v, list) else v for k, v in node["inputs"].items()}
+        return getattr(cls(), cls.FUNCTION)(**kwargs)[0]
+
+    def parts(nid):
+        node = api[nid]
+        if node["class_type"] == "ConditioningCombine":
+            return parts(node["inputs"]["conditioning_1"][0]) + parts(node["inputs"]["conditioning_2"][0])
+        return [node]
+
+    ks = next(n for n in api.values() if n["class_type"] == "KSampler")
+    shared, *masked = parts(ks["inputs"]["positive"][0])
+    assert shared["class_type"] == "StackedIDApply" and "identity_2" in shared["inputs"]
+    assert [m["class_type"] for m in masked] == ["ConditioningSetMask"] * 2
+    masks = []
+    for person, m in zip(("identity", "identity_2"), masked):
+        apply = api[m["inputs"]["conditioning"][0]]
+        assert apply["class_type"] == "StackedIDApply" and "identity_2" not in apply["inputs"]
+        assert apply["inputs"]["identity"] == shared["inputs"][person]
+        trigger = shared["inputs"]["trigger_word" if person == "identity" else "trigger_word_2"]
+        assert apply["inputs"]["trigger_word"] == trigger and re.search(rf"\b{trigger}\b", apply["inputs"]["text"])
+        masks.append(evaluate(m["inputs"]["mask"][0]))
+    left, right = masks
+    half = left.shape[-1] // 2
+    assert bool((left[..., :half] == 1).all()) and bool((left[..., half:] == 0).all())
+    assert torch.equal(left + right, torch.ones_like(left))
+
+
+@pytest.mark.host
+def test_controlnet_workflow_gives_the_controlnet_the_text_only_prompt(comfy_host, wf_env, monkeypatch):
+    """photomaker-controlnet.json does what the reference pipeline does: the ControlNet's
+    cross-attention input is the text-only prompt at every step (CLIPTextEncodeControlnet sets
+    cross_attn_controlnet on Apply's conditioning), while the UNet's switches from text-only to the
+    identity prompt. With that node bypassed (plain Apply ControlNet on Apply's output) the ControlNet
+    would see the identity prompt too: the check is not vacuous."""
+    import torch
+
+    import comfy.cldm.cldm
+    from comfy.ldm.modules.diffusionmodules import openaimodel
+
+    seen = {"unet": [], "control": []}
+
+    def recording(kind, original):
+        def forward(self, *args, **kwargs):
+            seen[kind].extend(kwargs["context"].detach().float().clone())  # one row per batch item
+            return original(self, *args, **kwargs)
+        return forward
+
+    monkeypatch.setattr(openaimodel.UNetModel, "forward", recording("unet", openaimodel.UNetModel.forward))
+    monkeypatch.setattr(comfy.cldm.cldm.ControlNet, "forward", recording("control", comfy.cldm.cldm.ControlNet.forward))
+
+    def same(a, b):
+        return a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+
+    def distinct(rows):
+        out = []
+        for r in rows:
+            if not any(same(r, o) for o in out):
+                out.append(r)
+        return out
+
+    path = REPO / "workflows" / "photomaker-controlnet.json"
+    wf = json.loads(path.read_text())
+    results = {}
+    for variant in ("as shipped", "CLIPTextEncodeControlnet bypassed"):
+        if variant != "as shipped":
+            for n in wf["nodes"]:
+                if n["type"] == "CLIPTextEncodeControlnet":
+                    n["mode"] = 4
+        seen["unet"].clear(), seen["control"].clear()
+        api = _api(path, wf_env, workflow=wf)
+        comfy_host.run_graph(api, executor=comfy_host.make_executor(), prompt_id="cn-" + variant[:3])
+        assert seen["control"], "the ControlNet never ran"
+        results[variant] = distinct(seen["unet"]), distinct(seen["control"])
+
+    unet, control = results["as shipped"]
+    # UNet: negative, text-only (first style_strength share of the steps), identity (after it)
+    assert len(unet) == 3, len(unet)
+    # ControlNet: negative and text-only only, both exactly what the UNet got at some step
+    assert len(control) == 2 and all(any(same(c, u) for u in unet) for c in control)
+    identity = [u for u in unet if not any(same(u, c) for c in control)]
+    assert len(identity) == 1
+    unet_b, control_b = results["CLIPTextEncodeControlnet bypassed"]
+    assert len(control_b) == 3 and any(same(identity[0], c) for c in control_b)
 
 
 # ----------------------------------------------------------------------------------- demo

@@ -3,13 +3,19 @@ identity and input photos. Shared by the engine test (test_workflows.py, in-proc
 browser test (test_ui.py, a real server in its own process).
 
 * The models are the demo's synthetic set (scripts/demo.py `build_synthetic_models`: a tiny SDXL
-  checkpoint, PhotoMaker V1/V2 files in the released container layout, the fake InsightFace pack),
-  built once into the git-ignored .cache/synthetic-models.
+  checkpoint, PhotoMaker V1/V2 files in the released container layout, the fake InsightFace pack)
+  plus a tiny SDXL ControlNet (`build_tiny_controlnet`), built once into the git-ignored
+  .cache/synthetic-models.
 * `install_models` links them into a ComfyUI models/ folder under the names the workflows use
   (`sd_xl_base_1.0.safetensors`, `photomaker-v2.bin`, `buffalo_l`, ...), so a workflow loads in the
   frontend with every combo value valid and runs unchanged. A server needs PM_TINY_CHECKPOINTS=1
   (tests/support/tiny_pack) for CheckpointLoaderSimple to detect the tiny checkpoint as SDXL.
-* Photos: the fake detector's "face" is a saturated colour block and the colour is the identity.
+* Photos: the fake detector's "face" is a saturated colour block and the colour is the identity;
+  ControlNet hint images (POSES) are a stick figure on black.
+* The tiny ControlNet is ComfyUI's own `comfy.cldm.cldm.ControlNet` built from the tiny SDXL UNet
+  config (same widths, so its residuals fit the tiny UNet), saved in the original (non-diffusers)
+  key layout. `comfy.controlnet.load_controlnet` detects that layout from the state dict at any
+  width (`model_config_from_unet(..., use_base_if_no_match=True)`), so no registration is needed.
 """
 from __future__ import annotations
 
@@ -33,6 +39,10 @@ DEFAULT_PHOTO = ("RED", (160, 100, 352, 292))
 PHOTO_NAME = "photomaker_face.png"  # the single-photo workflows' ID photo
 # The saved identity the save-identity workflow's (muted) Load Identity node names.
 IDENTITY_NAME = "my_identity.safetensors"
+# ControlNet workflow: the model (models/controlnet) and its hint image (a LoadImage name).
+CONTROLNET_NAME = "OpenPoseXL2.safetensors"
+CONTROLNET_SYNTHETIC = "synthetic-tiny-controlnet-sdxl.safetensors"
+POSES = {"photomaker_pose.png"}
 
 
 def demo_module():
@@ -67,10 +77,69 @@ def write_photos(input_dir, workflow_paths) -> list[str]:
     os.makedirs(input_dir, exist_ok=True)
     names = photo_names(workflow_paths)
     for name in names:
+        if name in POSES:
+            pose_image().save(os.path.join(input_dir, name))
+            continue
         colour, box = PHOTOS.get(name, DEFAULT_PHOTO)
         img = fake_insightface.synthetic_face(box=box, color=getattr(fake_insightface, colour))
         Image.fromarray((img.numpy() * 255).round().astype(np.uint8)).save(os.path.join(input_dir, name))
     return names
+
+
+def pose_image(size: int = 512):
+    """An OpenPose-like hint: a coloured stick figure on black (PIL image)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (size, size))
+    d = ImageDraw.Draw(img)
+    u = size / 16
+    joints = {"head": (8, 3), "neck": (8, 5), "hip": (8, 10), "l_hand": (4, 8), "r_hand": (12, 8),
+              "l_foot": (6, 15), "r_foot": (10, 15)}
+    limbs = [("head", "neck", (255, 0, 0)), ("neck", "hip", (0, 255, 0)), ("neck", "l_hand", (255, 170, 0)),
+             ("neck", "r_hand", (0, 170, 255)), ("hip", "l_foot", (170, 0, 255)), ("hip", "r_foot", (255, 0, 170))]
+    for a, b, colour in limbs:
+        (xa, ya), (xb, yb) = joints[a], joints[b]
+        d.line([(xa * u, ya * u), (xb * u, yb * u)], fill=colour, width=max(2, int(u / 2)))
+    for x, y in joints.values():
+        d.ellipse([x * u - u / 3, y * u - u / 3, x * u + u / 3, y * u + u / 3], fill=(255, 255, 255))
+    return img
+
+
+def build_tiny_controlnet(path, seed: int = 5) -> Path:
+    """A tiny SDXL ControlNet file (original key layout) matching tiny_sdxl's UNet; needs a booted
+    ComfyUI (comfy.* importable)."""
+    import safetensors.torch
+    import torch
+
+    import comfy.cldm.cldm
+    import comfy.ops
+
+    from . import tiny_sdxl
+
+    config = {k: v for k, v in tiny_sdxl.TINY_UNET_CONFIG.items()
+              if k not in ("out_channels", "transformer_depth_output")}
+    config.update(hint_channels=3, num_heads=-1, num_head_channels=32, operations=comfy.ops.disable_weight_init)
+    with torch.inference_mode(False):
+        net = comfy.cldm.cldm.ControlNet(**config)
+        tiny_sdxl.init_weights_(net, seed=seed)
+        # random zero convs (a trained ControlNet starts them at zero): the control changes the image
+        sd = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    safetensors.torch.save_file(sd, str(tmp), metadata={"photomaker_tests": "tiny SDXL ControlNet, random weights"})
+    tmp.replace(path)
+    return path
+
+
+def install_tiny_controlnet(folder_paths, root) -> Path:
+    """For an in-process host: the tiny ControlNet under the workflow's name in root/controlnet,
+    registered as a controlnet folder."""
+    path = Path(root) / "controlnet" / CONTROLNET_NAME
+    if not path.exists():
+        build_tiny_controlnet(path)
+    folder_paths.add_model_folder_path("controlnet", str(path.parent), is_default=True)
+    return path
 
 
 def synthetic_models_ready(cache: Path) -> bool:
@@ -79,6 +148,7 @@ def synthetic_models_ready(cache: Path) -> bool:
              cache / "photomaker" / demo.SYNTHETIC_NAMES["photomaker-v2.bin"],
              cache / "photomaker" / demo.SYNTHETIC_NAMES["photomaker-v1.bin"],
              cache / "insightface" / "models" / demo.SYNTHETIC_NAMES["buffalo_l"]]
+    files.append(cache / "controlnet" / CONTROLNET_SYNTHETIC)
     stamp = cache / "VERSION"
     return stamp.is_file() and stamp.read_text() == demo.SYNTHETIC_VERSION and all(f.exists() for f in files)
 
@@ -92,9 +162,12 @@ def ensure_synthetic_models(cache: Path | None = None, timeout: float = 300) -> 
         return cache
     code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import demo; "
             "root = demo.find_host(); demo.prepare_folders(root, None); demo.boot_engine('cpu'); "
-            "demo.build_synthetic_models(Path(sys.argv[2]))")
+            "demo.build_synthetic_models(Path(sys.argv[2])); sys.path.append(sys.argv[3]); "
+            "from support import workflow_env as w; "
+            "p = Path(sys.argv[2]) / 'controlnet' / w.CONTROLNET_SYNTHETIC; p.exists() or w.build_tiny_controlnet(p)")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, "-c", code, str(REPO / "scripts"), str(cache)], cwd=REPO, env=env,
+    res = subprocess.run([sys.executable, "-c", code, str(REPO / "scripts"), str(cache), str(REPO / "tests")],
+                         cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=timeout)
     if res.returncode != 0 or not synthetic_models_ready(cache):
         raise RuntimeError(f"building the synthetic models failed ({res.returncode}):\n{res.stderr[-3000:]}")
@@ -117,6 +190,11 @@ def install_models(models_dir, cache: Path) -> dict[str, Path]:
         if not dest.exists():
             dest.symlink_to(src.resolve(), target_is_directory=src.is_dir())
         placed[name] = dest
+    dest = models_dir / "controlnet" / CONTROLNET_NAME
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not dest.exists():
+        dest.symlink_to((cache / "controlnet" / CONTROLNET_SYNTHETIC).resolve())
+    placed[CONTROLNET_NAME] = dest
     return placed
 
 
