@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest -c tests/pytest.ini --rootdir=tests
 
-.PHONY: setup test test-fast test-slow test-host-0352 demo bench clean
+.PHONY: setup test test-fast test-slow test-host-0352 stress demo bench clean
 
 setup:
 	bash scripts/setup_env.sh
@@ -19,6 +19,11 @@ test-fast: setup
 
 test-host-0352: setup
 	PM_COMFY_VERSION=0.3.52 $(PYTEST) tests -q -m "host and not slow"
+
+# The long reliability runs (tests/test_stress.py: 200 prompts through the real server, every hostile
+# file over HTTP, repeated interrupts, long fuzzing). `PM_STRESS_SHORT=1 make stress` is the CI size.
+stress: setup
+	$(PYTEST) tests -q -m stress
 
 demo: setup
 	$(PY) scripts/demo.py $(ARGS)

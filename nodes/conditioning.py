@@ -67,8 +67,18 @@ def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str
     sd_tok = require_sdxl_clip(clip, node)
     _check_bindings(node, encoder, bindings)
     specs = tokenizer_specs(sd_tok)
-    tokens = clip.tokenize(text, return_word_ids=True)
-    id_triggers = [Trigger(b.trigger, trigger_ids(sd_tok, b.trigger), b.identity.num_tokens) for b in bindings]
+    try:
+        tokens = clip.tokenize(text, return_word_ids=True)
+    except Exception as e:  # the host's tokenizer, e.g. IndexError on a bare trailing "embedding:"
+        raise NodeInputError(node, "text", f"ComfyUI's tokenizer failed on this prompt ({type(e).__name__}: {e}); "
+                                           f"check its embedding: names and brackets") from e
+    id_triggers = []
+    for b in bindings:
+        try:
+            id_triggers.append(Trigger(b.trigger, trigger_ids(sd_tok, b.trigger), b.identity.num_tokens))
+        except TriggerError as e:  # e.g. a trigger word the tokenizer turns into no tokens at all
+            raise NodeInputError(node, "trigger_word" if b.input_name == "identity" else "trigger_word_2",
+                                 str(e)) from e
     text_triggers = [Trigger(t.name, t.ids, 1) for t in id_triggers]
     try:
         id_tokens, positions = expand_tokens(tokens, specs, id_triggers)
@@ -86,10 +96,18 @@ def fuse_bindings(node: str, encoder, bindings: list[Binding], id_cond, position
         rows += positions[b.trigger]
         id_rows.append(b.identity.flat_tokens())
         weights.append(b.identity.flat_weights() * float(identity_strength))
+    if not torch.isfinite(id_cond).all():
+        raise NodeInputError(node, "text", "the prompt's weights make the CLIP output NaN or infinite (e.g. "
+                                           "(word:1e39), (word:inf)): use ordinary weights such as (word:1.2)")
     try:
-        return encoder.fuse(id_cond, rows, torch.cat(id_rows), torch.cat(weights))
+        fused = encoder.fuse(id_cond, rows, torch.cat(id_rows), torch.cat(weights))
     except PhotoMakerError as e:
         raise NodeInputError(node, bindings[0].input_name if len(bindings) == 1 else "identity", str(e)) from e
+    if not torch.isfinite(fused).all():
+        raise NodeInputError(node, "text", "fusing the identity gave NaN or infinite values: a prompt weight is "
+                                           "extreme (e.g. (man:1e30) on the class word); use ordinary weights "
+                                           "such as (word:1.2)")
+    return fused
 
 
 def schedule(text_cond, text_pooled, id_cond, id_pooled, style_strength: float) -> list:

@@ -71,6 +71,10 @@ class StackedIDEncode(io.ComfyNode):
                 crop_to_face=False) -> io.NodeOutput:
         if images is None or images.ndim != 4 or images.shape[0] == 0:
             raise host.NodeInputError(cls.NAME, "images", "expected a non-empty IMAGE batch")
+        if images.shape[1] == 0 or images.shape[2] == 0 or images.shape[3] not in (1, 3, 4):
+            raise host.NodeInputError(cls.NAME, "images", f"got an IMAGE of shape {list(images.shape)}: images need "
+                                      f"a height and width of at least 1 pixel and 1, 3 or 4 channels. Connect "
+                                      f"a photo (Load Image).")
         if encoder.version == "v2" and face_analysis is None:
             raise host.NodeInputError(cls.NAME, "face_analysis",
                                       "PhotoMaker V2 needs face embeddings: connect a PhotoMaker InsightFace "

@@ -25,7 +25,26 @@ def apply_lora(model, lora_sd: dict, strength: float, node: str):
         raise NodeInputError(node, "model",
                              f"PhotoMaker's LoRA matched {len(patches)} of {len(modules)} attention layers of "
                              f"this MODEL: it is not a standard SDXL UNet. Use an SDXL checkpoint.")
+    _check_shapes(model, normalized, key_map, modules, node)
     out = model.clone()
     applied = out.add_patches(patches, strength)
     log.debug("PhotoMaker LoRA: %d weights patched at strength %.2f", len(applied), strength)
     return out
+
+
+def _check_shapes(model, normalized: dict, key_map: dict, modules: set, node: str) -> None:
+    """Every LoRA module must fit its UNet weight; the host would otherwise log an error at
+    sampling time and silently skip that layer."""
+    shapes = {k: tuple(v.shape) for k, v in model.model.state_dict().items()}
+    bad = []
+    for name in sorted(modules):
+        want = shapes.get(key_map.get(name)) if isinstance(key_map.get(name), str) else None
+        up, down = normalized.get(f"{name}.lora_up.weight"), normalized.get(f"{name}.lora_down.weight")
+        if want is None or up is None or down is None or len(want) != 2:
+            continue
+        if up.ndim != 2 or down.ndim != 2 or (up.shape[0], down.shape[1]) != want:
+            bad.append(f"{name}: LoRA {tuple(up.shape)} x {tuple(down.shape)} vs layer {want}")
+    if bad:
+        raise NodeInputError(node, "photomaker_file",
+                             f"PhotoMaker's LoRA does not fit {len(bad)} layer(s) of this SDXL MODEL (e.g. {bad[0]}): "
+                             f"the file is damaged. Download the official PhotoMaker file again.")

@@ -94,6 +94,11 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> EncoderConfig:
             )
     except KeyError as e:
         raise PhotoMakerFileError(f"incomplete PhotoMaker encoder: missing tensor {e}") from e
+    except PhotoMakerFileError:
+        raise
+    except (IndexError, ValueError, ZeroDivisionError, TypeError) as e:  # a tensor of the wrong rank/size
+        raise PhotoMakerFileError(f"PhotoMaker encoder tensors have impossible shapes ({type(e).__name__}: "
+                                  f"{e}): the file is damaged. Download the official file again.") from e
     config = EncoderConfig(**fields)
     if sum(config.proj_dims) != TEXT_WIDTH:
         raise PhotoMakerFileError(
@@ -385,8 +390,12 @@ def build_encoder(encoder_sd: Mapping[str, torch.Tensor], operations=None, dtype
     """Build the encoder for this state dict without a second full-size copy of the weights:
     the modules are created on the meta device and the (dtype-converted) tensors assigned."""
     cfg = infer_config(encoder_sd)
-    with torch.device("meta"):
-        model = PhotoMakerEncoder(cfg, operations=operations, dtype=dtype)
+    try:
+        with torch.device("meta"):
+            model = PhotoMakerEncoder(cfg, operations=operations, dtype=dtype)
+    except (IndexError, ValueError, ZeroDivisionError, TypeError, RuntimeError) as e:
+        raise PhotoMakerFileError(f"PhotoMaker encoder geometry is impossible ({type(e).__name__}: {e}): "
+                                  f"the file is damaged. Download the official file again.") from e
     expected = model.state_dict()
     missing = [k for k in expected if k not in encoder_sd]
     unexpected = [k for k in encoder_sd if k not in expected]
@@ -398,7 +407,8 @@ def build_encoder(encoder_sd: Mapping[str, torch.Tensor], operations=None, dtype
     for key, ref in expected.items():
         t = encoder_sd[key]
         if tuple(t.shape) != tuple(ref.shape):
-            raise PhotoMakerFileError(f"tensor {key} has shape {tuple(t.shape)}, expected {tuple(ref.shape)}")
+            raise PhotoMakerFileError(f"tensor {key} has shape {tuple(t.shape)}, expected {tuple(ref.shape)}: "
+                                      f"the file is damaged or not a PhotoMaker file. Download the official file.")
         if dtype is None or key.startswith(FP32_PREFIXES):
             target_dtype = torch.float32
         else:

@@ -120,22 +120,38 @@ def load_identity(path: str) -> Identity:
         raise IdentityError(f"'{path}' is not a readable identity file ({e}); save it again with "
                             f"the Save Identity node") from e
     if meta.get("format") != FORMAT or "tokens" not in tensors:
-        raise IdentityError(f"'{path}' is not a PhotoMaker identity file (no '{FORMAT}' metadata)")
+        raise IdentityError(f"'{path}' is not a PhotoMaker identity file (no '{FORMAT}' metadata): put only files "
+                            f"saved by PhotoMaker Save Identity in this folder")
     try:
         provenance = json.loads(meta.get("provenance") or "{}")
     except json.JSONDecodeError:
         provenance = {}
+    if not isinstance(provenance, dict):  # valid JSON but not an object: ignore it, as unreadable
+        provenance = {}
     provenance.setdefault("encoder_fingerprint", meta.get("encoder_fingerprint") or None)
     tokens = tensors["tokens"].float()
     if not torch.isfinite(tokens).all():
-        raise IdentityError(f"'{path}' holds non-finite ID tokens (NaN/inf): the file is corrupt")
+        raise IdentityError(f"'{path}' holds non-finite ID tokens (NaN/inf): the file is corrupt; save the "
+                            f"identity again")
     if tokens.ndim != 3 or tokens.shape[-1] != 2048:
-        raise IdentityError(f"'{path}': ID tokens have shape {list(tokens.shape)}, expected [N, k, 2048]")
+        raise IdentityError(f"'{path}': ID tokens have shape {list(tokens.shape)}, expected [N, k, 2048]; the file "
+                            f"is corrupt, save the identity again")
     version = meta.get("version")
     if version not in ("v1", "v2") or tokens.shape[1] != (1 if version == "v1" else 2):
-        raise IdentityError(f"'{path}': version '{version}' doesn't match {tokens.shape[1]} tokens per image")
-    return Identity(tokens=tokens, weights=tensors.get("weights", torch.ones(tokens.shape[0])).float(),
-                    version=version, arcface=tensors.get("arcface"), provenance=provenance)
+        raise IdentityError(f"'{path}': version '{version}' doesn't match {tokens.shape[1]} tokens per image; the "
+                            f"file is corrupt, save the identity again")
+    if tokens.shape[0] == 0:
+        raise IdentityError(f"'{path}' holds no images (0 ID tokens); save the identity again")
+    weights = tensors.get("weights", torch.ones(tokens.shape[0])).float()
+    arcface = tensors.get("arcface")
+    if not torch.isfinite(weights).all() or (arcface is not None and not torch.isfinite(arcface.float()).all()):
+        raise IdentityError(f"'{path}' holds non-finite weights or face embeddings (NaN/inf): the file is "
+                            f"corrupt; save the identity again")
+    if arcface is not None and (arcface.ndim != 2 or arcface.shape[-1] != 512):
+        raise IdentityError(f"'{path}': face embeddings have shape {list(arcface.shape)}, expected [N, 512]; "
+                            f"the file is corrupt, save the identity again")
+    return Identity(tokens=tokens, weights=weights, version=version,
+                    arcface=None if arcface is None else arcface.float(), provenance=provenance)
 
 
 def with_weight(identity: Identity, weight: float) -> Identity:

@@ -141,8 +141,26 @@ def split_photomaker_state_dict(sd: Mapping, source: str = "state dict") -> Phot
 
         if not any(is_photomaker_lora_key(k) for k in lora):
             raise PhotoMakerFileError(describe_foreign(lora, source))
+    for part in (encoder, lora):
+        if part is not None:
+            check_finite(part, source)
     version = detect_version(encoder) if encoder is not None else None
     return PhotoMakerWeights(encoder=encoder, lora=lora, version=version)
+
+
+def check_finite(sd: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
+    """Refuse NaN/inf weights: they would silently turn every conditioning into NaN. One aminmax
+    per tensor (NaN propagates, +-inf shows in max/min; never overflows, unlike a sum in fp16):
+    about 0.3 s for a full-size V2 encoder + LoRA on one CPU thread (tests/test_stress.py)."""
+    for key, t in sd.items():
+        if not (t.is_floating_point() and t.numel()):
+            continue
+        lo, hi = torch.aminmax(t.detach())
+        if not (torch.isfinite(lo) and torch.isfinite(hi)):
+            raise PhotoMakerFileError(
+                f"{source}: tensor '{key}' holds NaN or infinite values, so every image made with "
+                f"it would be NaN. The file is corrupt (a broken conversion or download): download "
+                f"the official file again.")
 
 
 def _split_flat(sd: Mapping) -> tuple[dict, dict]:
