@@ -35,7 +35,7 @@ from test_reliability import (TRIGGER_WORDS, apply_once, assert_alive, big_photo
 pytestmark = [pytest.mark.stress, pytest.mark.host]
 
 LONG_RUN = stress_size(200, 50)
-WARMUP = 20 if LONG_RUN >= 100 else 12
+WARMUP = 20 if LONG_RUN >= 100 else long_run.WARMUP
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -66,7 +66,7 @@ def test_long_run_over_http(server):
     curve = ", ".join(f"{i + 1}:{result.rss[i] / 2**20:.0f}" for i in range(0, LONG_RUN, max(1, LONG_RUN // 20)))
     summary.note(f"long run (server): {result.completed} prompts in {result.seconds:.0f} s "
           f"({result.seconds / result.completed:.2f} s each), kinds {result.kinds}\nRSS MB by prompt: {curve}, "
-          f"end {result.rss[-1] / 2**20:.0f}\ngrowth after {WARMUP} warm-up prompts: {growth:+.2f} %")
+          f"end {result.rss[-1] / 2**20:.0f}\ngrowth of the floor after {WARMUP} warm-up prompts: {growth:+.2f} %")
     assert result.completed == LONG_RUN
     assert growth < 5.0
 

@@ -20,9 +20,11 @@ LEADS = ("a photo of a", "portrait of a", "a close-up of an old", "cinematic sti
 STYLE = ("natural light", "smiling", "in a forest", "studio portrait", "film grain", "(bokeh:1.3)",
          "wearing a hat", "looking at the camera", "oil painting", "[sunset]", "85mm", "sharp focus")
 IDENTITY_FILES = {"v1": "rel-long-v1.safetensors", "v2": "rel-long-v2.safetensors"}
-# The first prompts walk through every kind (the warm-up then covers every code path).
+# The first prompts walk through every kind, with short and with long prompts (the warm-up then covers
+# every code path and the largest allocations).
 KINDS = ("single", "two", "stack", "loaded")
 WARMUP_ORDER = tuple((v, k) for k in KINDS for v in ("v1", "v2"))
+WARMUP = 2 * len(WARMUP_ORDER)
 
 
 def write_identity_files(folder: Path) -> None:
@@ -32,12 +34,12 @@ def write_identity_files(folder: Path) -> None:
         hostile_files.valid_identity(Path(folder) / name, version, n=2, seed=7)
 
 
-def _text(rng: random.Random, triggers=("img",)) -> str:
+def _text(rng: random.Random, triggers=("img",), long: bool = False) -> str:
     parts = []
     for trig in triggers:
         parts.append(f"{rng.choice(LEADS)} {rng.choice(CLASS_WORDS)} {trig}")
     style = rng.sample(STYLE, rng.randint(0, 4))
-    if rng.random() < 0.1:  # now and then a long prompt: the ID rows move to another chunk
+    if long:  # a long prompt: more chunks, the ID rows may move to another chunk
         style += ["red"] * rng.randint(60, 120)
     return " and ".join(parts) + (", " + ", ".join(style) if style else "")
 
@@ -46,9 +48,14 @@ def make_prompt(rng: random.Random, i: int) -> tuple[dict, str]:
     """(API graph, kind label) for prompt number i."""
     from graph_fixtures import graph
 
-    version, kind = WARMUP_ORDER[i] if i < len(WARMUP_ORDER) else (rng.choice(("v1", "v2")), rng.choice(KINDS))
+    if i < WARMUP:
+        version, kind = WARMUP_ORDER[i % len(WARMUP_ORDER)]
+    else:
+        version, kind = rng.choice(("v1", "v2")), rng.choice(KINDS)
+    # The warm-up walks every kind twice, the second time with long prompts; later one in ten is long.
+    long = len(WARMUP_ORDER) <= i < WARMUP or (i >= WARMUP and rng.random() < 0.1)
     faces = rng.sample(FACES, 2)
-    g = graph(version, text=_text(rng, ("img", "img2") if kind == "two" else ("img",)), image=faces[0],
+    g = graph(version, text=_text(rng, ("img", "img2") if kind == "two" else ("img",), long), image=faces[0],
               steps=rng.choice((1, 2)), style_strength=round(rng.uniform(0.0, 0.6), 2))
     g["9"]["inputs"]["seed"] = rng.randrange(1 << 31)
     g["11"]["inputs"]["filename_prefix"] = "long"
@@ -72,7 +79,7 @@ def make_prompt(rng: random.Random, i: int) -> tuple[dict, str]:
                   "inputs": {"identity_file": IDENTITY_FILES[version], "encoder": ["2", 0]}}
         g.pop("3")
         g.pop("4", None)
-    return g, f"{version}-{kind}"
+    return g, f"{version}-{kind}" + ("+long" if long else "")
 
 
 @dataclass
@@ -80,20 +87,20 @@ class RunResult:
     completed: int = 0
     kinds: dict = field(default_factory=dict)
     rss: list = field(default_factory=list)  # bytes after each prompt (server runs)
+    labels: list = field(default_factory=list)  # kind of each prompt
     seconds: float = 0.0
-    warmup: int = len(WARMUP_ORDER)
+    warmup: int = WARMUP
 
     def growth_percent(self) -> float:
-        """Resident memory growth from just after the warm-up to the end, in percent: the median of
-        the first `window` samples after the warm-up against the median of the last `window`.
-        (Single samples swing by a few percent with the prompt that just ran: glibc keeps freed
-        blocks of a long prompt or a large batch for a while; medians show the trend.)"""
-        import statistics
-
+        """Resident memory growth from just after the warm-up to the end, in percent, of the floor:
+        the lowest of the first `window` samples after the warm-up against the lowest of the last
+        `window`. Single samples swing by 2-5 % with what the last prompt left loaded (after a V2
+        prompt the V2 encoder and InsightFace are resident, after a V1 prompt they are released);
+        a leak raises the floor, those swings do not."""
         after = self.rss[self.warmup:]
-        window = max(3, len(after) // 5)
-        base = statistics.median(after[:window])
-        return 100.0 * (statistics.median(after[-window:]) - base) / base
+        window = max(5, len(after) // 5)
+        base = min(after[:window])
+        return 100.0 * (min(after[-window:]) - base) / base
 
 
 def run_server(server, n: int, seed: int = 0, on_prompt=None) -> RunResult:
@@ -113,6 +120,7 @@ def run_server(server, n: int, seed: int = 0, on_prompt=None) -> RunResult:
         out.completed += 1
         out.kinds[kind] = out.kinds.get(kind, 0) + 1
         out.rss.append(proc.memory_info().rss)
+        out.labels.append(kind)
         if on_prompt:
             on_prompt(i, kind)
     out.seconds = time.time() - t0
