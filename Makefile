@@ -28,5 +28,12 @@ stress: setup
 demo: setup
 	$(PY) scripts/demo.py $(ARGS)
 
+# CPU benchmarks at full size on seeded random weights, side by side with ComfyUI core's PhotoMaker
+# and a transformers implementation of the reference (tests/benchmarks/, not part of the suite).
+# Prints the summary and writes tests/benchmarks/results/latest.{json,md}. About 10 minutes; run it on
+# a quiet machine. `make bench ARGS=--quick` is a smoke run.
+bench: setup
+	$(PY) tests/benchmarks/run.py $(ARGS)
+
 clean:
 	rm -rf .venv .cache test-artifacts

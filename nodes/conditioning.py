@@ -53,11 +53,23 @@ def build_conditioning(node: str, clip, encoder, bindings: list[Binding], text: 
     id_tokens, text_tokens, positions = tokenize_prompt(node, clip, encoder, bindings, text)
 
     text_cond, text_pooled = clip.encode_from_tokens(text_tokens, return_pooled=True)
-    id_cond, id_pooled = clip.encode_from_tokens(id_tokens, return_pooled=True)
+    if same_tokens(id_tokens, text_tokens):  # one token per trigger (V1, one image): same prompt, encode once
+        id_cond, id_pooled = text_cond, text_pooled
+    else:
+        id_cond, id_pooled = clip.encode_from_tokens(id_tokens, return_pooled=True)
     fused = fuse_bindings(node, encoder, bindings, id_cond, positions, identity_strength)
 
     text_only = [[text_cond, {"pooled_output": text_pooled}]]
     return schedule(text_cond, text_pooled, fused, id_pooled, style_strength), text_only
+
+
+def same_tokens(a: dict, b: dict) -> bool:
+    """True when two token dicts are equal, so one CLIP pass serves both (fuse_rows never writes
+    into its input). Token lists holding embedding tensors compare conservatively (False)."""
+    try:
+        return bool(a == b)
+    except (RuntimeError, TypeError, ValueError):
+        return False
 
 
 def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str):

@@ -73,7 +73,10 @@ class StackedIDLoader(io.ComfyNode):
                 raise host.NodeInputError(cls.NAME, "photomaker_file",
                                           f"'{photomaker_file}' has no LoRA weights; identity fidelity "
                                           f"needs them. Use the official file.")
-            out_model = lora_patch.apply_lora(model, weights.lora, lora_strength, cls.NAME)
+            # Own copies (about 186 MB at full size): views of the memory-mapped file would keep the
+            # whole mapping, encoder pages included, resident for as long as the MODEL lives.
+            lora = {k: v.clone() for k, v in weights.lora.items()}
+            out_model = lora_patch.apply_lora(model, lora, lora_strength, cls.NAME)
         return io.NodeOutput(encoder, out_model)
 
 
