@@ -29,10 +29,11 @@ def test_gpu_bench_dry_run(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCH / "gpu_bench.py"), "--dry-run", "--out", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads((tmp_path / "gpu_dry_run.json").read_text())
+    out = json.loads((tmp_path / "gpu_dry_run_v1.json").read_text())
     assert set(out["results"]) == {"without", "with_1", "with_2"}
     for r in out["results"].values():
         assert r["cold_s"] > 0 and r["warm_median_s"] > 0 and "pm_share_warm" in r and "vram" in r
+        assert r["cold_nodes_s"] and len(r["warm_s"]) == 1
     assert set(out["identity_encode_s"]) == {"1", "2"}
     assert "PM share" in proc.stdout
 

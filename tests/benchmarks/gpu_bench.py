@@ -6,13 +6,16 @@ Self-contained: needs only torch (CUDA), the host's Python dependencies and a Co
 torchsde and av, which the host imports but Euler sampling never uses, are stubbed when missing.
 Nothing is downloaded: UNet, CLIP-L/G, VAE and the PhotoMaker file are generated from seeds.
 
-Configurations, each run cold once (loads, identity encode, LoRA patch, prompt encode) and then
-warm `--repeats` times with only the seed changed (what every further image costs):
+Configurations (each with its own, identical UNet, so no configuration re-patches another's LoRA):
   without      SDXL text-to-image, no PhotoMaker node
   with_<N>     the same with PhotoMaker (loader + LoRA, encode N ID images, apply), N in --images
-Printed: seconds per image (cold, warm), PhotoMaker's share of a warm image and of the first image,
-the identity encode alone (N images, CUDA-synchronised), and peak VRAM per configuration as torch
-and ComfyUI's memory manager report it.
+Phase 1, cold: for each configuration alone (every model unloaded first), the first image: model
+loads, file read, identity encode, LoRA patch, prompt encode; peak VRAM and a per-node breakdown.
+Phase 2, warm: the configurations alternate (A B C A B C ...), only the seed changes: what every
+further image costs, with clock drift and background noise spread over all of them.
+Printed: seconds per image (first, warm), PhotoMaker's share of a warm image and of the first image,
+the identity encode alone (N images, CUDA-synchronised), peak VRAM per configuration as torch and
+ComfyUI's memory manager report it.
 
   python tests/benchmarks/gpu_bench.py                      # 1024 px, Euler 50 steps, 1 and 10 images
   python tests/benchmarks/gpu_bench.py --steps 20 --size 768
@@ -129,16 +132,10 @@ def init_(module, seed: int):
             m.weight.fill_(1.0)
 
 
-def build_models(tiny: bool):
-    import torch
-
+def build_unet(tiny: bool, seed: int = 0):
     import comfy.model_management as mm
     import comfy.model_patcher
-    import comfy.sd
-    import comfy.sdxl_clip
     import comfy.supported_models
-    import comfy.supported_models_base
-    from comfy.ldm.models.autoencoder import AutoencoderKL
     from support import tiny_sdxl
 
     dev = mm.get_torch_device()
@@ -146,9 +143,21 @@ def build_models(tiny: bool):
     model_config = (tiny_sdxl.TinySDXL if tiny else comfy.supported_models.SDXL)(cfg)
     dtype = torch.float32 if mm.is_device_cpu(dev) else torch.float16
     model_config.set_inference_dtype(dtype, mm.unet_manual_cast(dtype, dev, model_config.supported_inference_dtypes))
-    base = model_config.get_model({}, "", device=dev)  # built on the device: seconds instead of a CPU init
-    init_(base.diffusion_model, 0)
-    model = comfy.model_patcher.ModelPatcher(base, load_device=dev, offload_device=mm.unet_offload_device())
+    base = model_config.get_model({}, "", device=dev)  # initialised on the device: seconds, not a CPU init
+    init_(base.diffusion_model, seed)
+    base.to(mm.unet_offload_device())  # where a checkpoint loader leaves it: the manager loads it
+    return comfy.model_patcher.ModelPatcher(base, load_device=dev, offload_device=mm.unet_offload_device())
+
+
+def build_models(tiny: bool):
+    import torch
+
+    import comfy.model_management as mm
+    import comfy.sd
+    import comfy.sdxl_clip
+    import comfy.supported_models_base
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    from support import tiny_sdxl
 
     clip_cls = tiny_sdxl.TinySDXLClipModel if tiny else comfy.sdxl_clip.SDXLClipModel
     clip = comfy.sd.CLIP(comfy.supported_models_base.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, clip_cls),
@@ -163,7 +172,7 @@ def build_models(tiny: bool):
     init_(tmp, 2)
     vae = comfy.sd.VAE(sd=tmp.state_dict(), config={"params": params})
     del tmp
-    return model, clip, vae
+    return clip, vae
 
 
 def write_photomaker_file(folder: Path, version: str, tiny: bool) -> Path:
@@ -214,16 +223,18 @@ def register_nodes(pack, tiny: bool):
     class PMGpuModels:
         @classmethod
         def INPUT_TYPES(cls):
-            return {"required": {}}
+            return {"required": {"instance": ("INT", {"default": 0, "min": 0, "max": 16})}}
         RETURN_TYPES = ("MODEL", "CLIP", "VAE")
         FUNCTION = "load"
         CATEGORY = "testing"
 
-        def load(self):
-            if "all" not in _MODELS:
-                with torch.inference_mode(False):
-                    _MODELS["all"] = build_models(tiny)
-            return _MODELS["all"]
+        def load(self, instance):
+            with torch.inference_mode(False):
+                if "shared" not in _MODELS:
+                    _MODELS["shared"] = build_models(tiny)
+                if instance not in _MODELS:
+                    _MODELS[instance] = build_unet(tiny)  # same seed: identical weights
+            return (_MODELS[instance], *_MODELS["shared"])
 
     class PMGpuPhotos:
         @classmethod
@@ -275,9 +286,9 @@ def register_nodes(pack, tiny: bool):
         nodes.NODE_CLASS_MAPPINGS[cls.__name__] = cls
 
 
-def graph(pm_file: str | None, version: str, images: int, seed: int, steps: int, size: int,
+def graph(pm_file: str | None, version: str, images: int, seed: int, steps: int, size: int, instance: int = 0,
           text: str = "a photo of a man img, portrait, natural light, detailed"):
-    g = {"1": {"class_type": "PMGpuModels", "inputs": {}},
+    g = {"1": {"class_type": "PMGpuModels", "inputs": {"instance": instance}},
          "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "blurry, lowres, bad anatomy"}},
          "8": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
          "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
@@ -307,12 +318,17 @@ def graph(pm_file: str | None, version: str, images: int, seed: int, steps: int,
 # ------------------------------------------------------------------ running
 
 class _Server:
-    client_id = None
-    last_node_id = None
-    sockets_metadata: dict = {}
+    """What PromptExecutor talks to; records when each node starts (for the per-node breakdown)."""
 
-    def send_sync(self, *a, **k):
-        pass
+    def __init__(self):
+        self.client_id = "gpu-bench"
+        self.last_node_id = None
+        self.sockets_metadata: dict = {}
+        self.starts: list = []
+
+    def send_sync(self, event, data, sid=None):
+        if event == "executing" and isinstance(data, dict) and data.get("node") is not None:
+            self.starts.append((time.perf_counter(), data["node"]))
 
     def queue_updated(self):
         pass
@@ -323,24 +339,33 @@ def make_runner():
 
     import execution
 
+    server = _Server()
     params = inspect.signature(execution.PromptExecutor.__init__).parameters
     if "cache_args" in params:
-        ex = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
+        ex = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
     else:
-        ex = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.CLASSIC, cache_size=0)
+        ex = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_size=0)
     counter = [0]
 
-    def run(prompt: dict) -> float:
+    def run(prompt: dict, nodes_out: dict | None = None) -> float:
+        """Seconds for one execution; `nodes_out` receives {"<id> <class>": seconds} (host clock between
+        node starts: GPU work a node queued may be counted in the next one that synchronises)."""
         counter[0] += 1
         pid = f"gpu-{id(ex)}-{counter[0]}"
         ok, err, outputs, node_errors = asyncio.run(execution.validate_prompt(pid, prompt, None))[:4]
         if not ok:
             raise RuntimeError(f"invalid graph: {err} {node_errors}")
         sync()
+        server.starts.clear()
         t0 = time.perf_counter()
-        ex.execute(prompt, pid, {}, outputs)
+        ex.execute(prompt, pid, {"client_id": server.client_id}, outputs)
         sync()
-        dt = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        dt = t1 - t0
+        if nodes_out is not None:
+            marks = server.starts + [(t1, None)]
+            for (ta, node), (tb, _) in zip(marks, marks[1:]):
+                nodes_out[f"{node} {prompt[node]['class_type']}"] = round(tb - ta, 3)
         if not ex.success:
             msgs = [m for m in ex.status_messages if m[0] == "execution_error"]
             raise RuntimeError(f"graph failed: {msgs[:1]}")
@@ -418,30 +443,49 @@ def main(argv=None):
             "pm_file_gen_s": round(time.perf_counter() - t0, 2)}
     print(f"[gpu-bench] {info}", flush=True)
 
-    # Build the models and run one short graph first, so that no configuration's cold run pays for
-    # model construction or CUDA/cuBLAS/cuDNN initialisation.
+    # Build the models and run one short graph first, so that no configuration's first image pays
+    # for model construction or CUDA/cuBLAS/cuDNN initialisation.
     import nodes
 
+    counts = [int(n) for n in a.images.split(",")]
+    configs = [("without", None, 0)] + [(f"with_{n}", pm_path.name, n) for n in counts]
     t0 = time.perf_counter()
-    nodes.NODE_CLASS_MAPPINGS["PMGpuModels"]().load()
+    for i in range(len(configs)):
+        nodes.NODE_CLASS_MAPPINGS["PMGpuModels"]().load(i)
     info["models_build_s"] = round(time.perf_counter() - t0, 2)
     info["warmup_s"] = round(make_runner()(graph(None, a.version, 0, seed=0, steps=min(2, a.steps), size=a.size)), 2)
     print(f"[gpu-bench] models built in {info['models_build_s']} s, warm-up graph {info['warmup_s']} s", flush=True)
 
-    counts = [int(n) for n in a.images.split(",")]
-    configs = [("without", None, 0)] + [(f"with_{n}", pm_path.name, n) for n in counts]
-    results = {}
-    for name, pm_file, n in configs:
-        run = make_runner()
+    def build(i, seed):
+        name, pm_file, n = configs[i]
+        return graph(pm_file, a.version, n, seed=seed, steps=a.steps, size=a.size, instance=i)
+
+    # Phase 1: first image of each configuration alone (everything unloaded before it).
+    runners, results = {}, {}
+    for i, (name, pm_file, n) in enumerate(configs):
+        runners[name] = make_runner()
+        mm.unload_all_models()
         vram_reset()
-        t0 = time.perf_counter()
-        cold = run(graph(pm_file, a.version, n, seed=0, steps=a.steps, size=a.size))
-        warm = [run(graph(pm_file, a.version, n, seed=s, steps=a.steps, size=a.size)) for s in range(1, a.repeats + 1)]
-        results[name] = {"cold_s": cold, "warm_s": warm, "warm_median_s": statistics.median(warm),
-                         "vram": vram_stats()}
-        print(f"[gpu-bench] {name}: cold {cold:.2f} s, warm {statistics.median(warm):.2f} s/image, peak VRAM "
-              f"{results[name]['vram'].get('torch_max_allocated_gib', 0):.2f} GiB "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        per_node = {}
+        cold = runners[name](build(i, 0), per_node)
+        results[name] = {"cold_s": cold, "cold_nodes_s": per_node, "vram": vram_stats()}
+        top = sorted(per_node.items(), key=lambda kv: -kv[1])[:4]
+        print(f"[gpu-bench] {name}: first image {cold:.2f} s (slowest nodes: "
+              f"{', '.join(f'{k} {v:.2f}s' for k, v in top)}), peak VRAM "
+              f"{results[name]['vram'].get('torch_max_allocated_gib', 0):.2f} GiB", flush=True)
+
+    # Phase 2: warm images, configurations alternating; one untimed round reloads every model.
+    warm = {name: [] for name, _, _ in configs}
+    for r in range(a.repeats + 1):
+        for i, (name, _, _) in enumerate(configs):
+            dt = runners[name](build(i, 1 + r))
+            if r:
+                warm[name].append(dt)
+    for name in warm:
+        results[name]["warm_s"] = warm[name]
+        results[name]["warm_median_s"] = statistics.median(warm[name])
+        print(f"[gpu-bench] {name}: warm {results[name]['warm_median_s']:.2f} s/image "
+              f"({', '.join(f'{t:.2f}' for t in warm[name])})", flush=True)
 
     # The identity encode alone, on the encoder the graphs loaded (CUDA-synchronised).
     hostmod = importlib.import_module(f"{pack.__name__}.nodes.host")
@@ -476,7 +520,7 @@ def main(argv=None):
     total = time.perf_counter() - t_start
     out = {"info": info, "results": results, "identity_encode_s": encode, "total_s": total}
     Path(a.out).mkdir(parents=True, exist_ok=True)
-    out_file = Path(a.out) / ("gpu_dry_run.json" if a.dry_run else "gpu_latest.json")
+    out_file = Path(a.out) / (f"gpu_dry_run_{a.version}.json" if a.dry_run else f"gpu_{a.version}.json")
     out_file.write_text(json.dumps(out, indent=1) + "\n")
 
     print(f"\nPhotoMaker {a.version.upper()} on {info['device']}, SDXL {a.size}x{a.size}, Euler {a.steps} steps, "
@@ -486,6 +530,13 @@ def main(argv=None):
     for row in rows:
         print(f"{row[0]:<10} {row[1]:>11.2f} {row[2]:>10.2f} {100 * row[3]:>8.1f}% {100 * row[4]:>11.1f}% "
               f"{row[5]:>13.2f} {row[6]:>12.2f} {row[7]:>10.2f}")
+    for name, r in results.items():
+        pm = {k.split(" ", 1)[1]: v for k, v in r["cold_nodes_s"].items()
+              if k.split(" ", 1)[1].startswith(("StackedID", "PMGpuIdentity"))}
+        if pm:
+            ks = next((v for k, v in r["cold_nodes_s"].items() if k.endswith(" KSampler")), float("nan"))
+            print(f"first image, {name}: " + ", ".join(f"{k} {v:.2f} s" for k, v in pm.items()) +
+                  f"; KSampler {ks:.2f} s (includes loading the MODEL and patching the LoRA)")
     if encode:
         print("identity encode alone: " + ", ".join(f"{n} image(s) {1000 * s:.0f} ms" for n, s in encode.items()))
     print(f"reference claim: < 10 s per image on an A100 with 10 ID images, ~11 GB. Total {total:.0f} s; "
