@@ -72,15 +72,7 @@ def test_score_sheet_draws_labels_and_boxes():
 
 # ------------------------------------------------------------------ host fixtures
 
-def node(name):
-    import nodes
-
-    return nodes.NODE_CLASS_MAPPINGS[name]
-
-
-def call(node_name, /, **kwargs):
-    with torch.inference_mode():
-        return node(node_name).execute(**kwargs).result
+from test_graph import call, node  # noqa: E402  (the shared direct-call helpers)
 
 
 @pytest.fixture(scope="module")
