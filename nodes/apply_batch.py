@@ -28,7 +28,7 @@ import torch
 
 from comfy_api.latest import io
 
-from .conditioning import Binding, fuse_bindings, schedule, tokenize_prompt
+from .conditioning import Binding, encode_id_prompt, fuse_bindings, schedule, tokenize_prompt
 from .host import NodeInputError
 from .types import CATEGORY, Encoder, Identity
 
@@ -61,7 +61,7 @@ def build_batch_conditioning(node: str, clip, encoder, identities: list[tuple[st
         id_tokens, text_tokens, positions = tokenize_prompt(node, clip, encoder, bindings, text)
         if text_cond is None:  # the trigger-free prompt is the same for every identity: encode it once
             text_cond, text_pooled = clip.encode_from_tokens(text_tokens, return_pooled=True)
-        id_cond, pooled = clip.encode_from_tokens(id_tokens, return_pooled=True)
+        id_cond, pooled = encode_id_prompt(clip, id_tokens, text_tokens, (text_cond, text_pooled))
         fused_rows.append(fuse_bindings(node, encoder, bindings, id_cond, positions, identity_strength))
         id_pooled.append(pooled)
     b = len(identities)

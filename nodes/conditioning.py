@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..photomaker_core.errors import PhotoMakerError
-from ..photomaker_core.tokens import Trigger, TriggerError, expand_tokens, spec_from_vocab
+from ..photomaker_core.tokens import Trigger, TriggerError, expand_tokens, spec_from_vocab, strip_special
 from .host import NodeInputError, require_sdxl_clip
 
 _SPECS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -42,9 +42,8 @@ def tokenizer_specs(sd_tokenizer) -> dict:
 
 
 def trigger_ids(sd_tokenizer, word: str) -> tuple[int, ...]:
-    t = sd_tokenizer.clip_g
-    ids = t.tokenizer(word)["input_ids"][t.tokens_start:-1]
-    return tuple(int(i) for i in ids)
+    """The trigger word's token ids (both CLIPs share one vocabulary; read off CLIP-G)."""
+    return strip_special(sd_tokenizer.clip_g.tokenizer(word)["input_ids"], tokenizer_specs(sd_tokenizer)["g"])
 
 
 def build_conditioning(node: str, clip, encoder, bindings: list[Binding], text: str,
@@ -53,14 +52,19 @@ def build_conditioning(node: str, clip, encoder, bindings: list[Binding], text: 
     id_tokens, text_tokens, positions = tokenize_prompt(node, clip, encoder, bindings, text)
 
     text_cond, text_pooled = clip.encode_from_tokens(text_tokens, return_pooled=True)
-    if same_tokens(id_tokens, text_tokens):  # one token per trigger (V1, one image): same prompt, encode once
-        id_cond, id_pooled = text_cond, text_pooled
-    else:
-        id_cond, id_pooled = clip.encode_from_tokens(id_tokens, return_pooled=True)
+    id_cond, id_pooled = encode_id_prompt(clip, id_tokens, text_tokens, (text_cond, text_pooled))
     fused = fuse_bindings(node, encoder, bindings, id_cond, positions, identity_strength)
 
     text_only = [[text_cond, {"pooled_output": text_pooled}]]
     return schedule(text_cond, text_pooled, fused, id_pooled, style_strength), text_only
+
+
+def encode_id_prompt(clip, id_tokens: dict, text_tokens: dict, text_encoding: tuple):
+    """(cond, pooled) of the ID prompt. With one token per trigger (V1, one image) the ID prompt is
+    the text-only prompt: its encoding is reused instead of a second CLIP pass."""
+    if same_tokens(id_tokens, text_tokens):
+        return text_encoding
+    return clip.encode_from_tokens(id_tokens, return_pooled=True)
 
 
 def same_tokens(a: dict, b: dict) -> bool:

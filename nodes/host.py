@@ -7,7 +7,6 @@ import logging
 import os
 import threading
 import weakref
-from dataclasses import dataclass
 
 import torch
 
@@ -191,9 +190,3 @@ def format_error(node: str, err: Exception) -> Exception:
     if isinstance(err, PhotoMakerError):
         return RuntimeError(f"{node}: {err}")
     return err
-
-
-@dataclass
-class LoraResult:
-    patched: int
-    expected: int

@@ -9,7 +9,7 @@ Saved as safetensors (never pickle) with metadata: version, encoder fingerprint,
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import torch
@@ -152,7 +152,3 @@ def load_identity(path: str) -> Identity:
                             f"the file is corrupt, save the identity again")
     return Identity(tokens=tokens, weights=weights, version=version,
                     arcface=None if arcface is None else arcface.float(), provenance=provenance)
-
-
-def with_weight(identity: Identity, weight: float) -> Identity:
-    return replace(identity, weights=identity.weights * float(weight))

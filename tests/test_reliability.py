@@ -36,6 +36,7 @@ import reliability_summary as summary
 from graph_fixtures import graph
 from support import hostile_files as hf
 from support import long_run
+from support.long_run import one_torch_thread  # noqa: F401  (autouse fixture)
 
 pytestmark = pytest.mark.host
 
@@ -136,16 +137,7 @@ def good_graph(i: int, version: str = "v1") -> dict:
     return g
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny models are overhead-bound: on two shared cores (this process and the test server)
-    one intra-op thread is several times faster than two (measured 7 s vs 44 s for 8 prompts)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
+# one_torch_thread (autouse, imported from support.long_run) keeps torch on one thread here.
 @pytest.fixture(scope="module")
 def rel_env(pm_env, tmp_path_factory):
     """Every hostile case written into folders of its own, registered with the host next to

@@ -28,6 +28,7 @@ import reliability_summary as summary
 from reliability_summary import stress_size
 from support import hostile_files as hf
 from support import long_run
+from support.long_run import one_torch_thread  # noqa: F401  (autouse fixture)
 from test_reliability import (TRIGGER_WORDS, apply_once, assert_alive, big_photo, case_graph, check_refusal,
                               execution_error, fuzz_tokens_once, good_graph, interrupt_once, prompt_pieces,
                               start_server)
@@ -36,14 +37,6 @@ pytestmark = [pytest.mark.stress, pytest.mark.host]
 
 LONG_RUN = stress_size(200, 50)
 WARMUP = 20 if LONG_RUN >= 100 else long_run.WARMUP
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
