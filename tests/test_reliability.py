@@ -167,15 +167,10 @@ def make_lru_executor(size: int = 32):
     """A PromptExecutor that keeps outputs across prompts (as a server started with --cache-lru):
     after a refused file the next good prompt re-runs the sampler, not every loader. The classic
     cache (everything after the failure re-executes) is what the HTTP tests run."""
-    import inspect
-
     import execution
-    from support.host import NullServer
+    from support.host import make_executor
 
-    if "cache_args" in inspect.signature(execution.PromptExecutor.__init__).parameters:
-        return execution.PromptExecutor(NullServer(), cache_type=execution.CacheType.LRU,
-                                        cache_args={"lru": size, "ram": 0})
-    return execution.PromptExecutor(NullServer(), cache_type=execution.CacheType.LRU, cache_size=size)
+    return make_executor(cache_type=execution.CacheType.LRU, lru_size=size)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import http.server
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -553,3 +554,41 @@ def test_demo_synthetic_writes_labelled_png(tmp_path):
     assert img.size == (demo.SYNTHETIC_SIZE, demo.SYNTHETIC_SIZE)
     assert "SYNTHETIC" in img.info.get("Comment", "")
     print(f"demo --synthetic: {elapsed:.1f} s")
+
+
+def _checkout_inside_comfyui(host_root: Path, where: Path) -> Path:
+    """A ComfyUI folder whose entries link to `host_root`, with a real copy of this checkout (tracked
+    and untracked-but-not-ignored files) at custom_nodes/<pack>, as a user's clone would sit."""
+    comfy = where / "ComfyUI"
+    comfy.mkdir()
+    for entry in host_root.iterdir():
+        if entry.name != "custom_nodes":
+            (comfy / entry.name).symlink_to(entry)
+    pack = comfy / "custom_nodes" / "comfyui-photomaker-stackedid"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for rel in files:
+        if (REPO / rel).is_file():
+            (pack / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, pack / rel)
+    return pack
+
+
+def test_demo_synthetic_inside_comfyui_033(tmp_path):
+    """`scripts/demo.py --synthetic` from a checkout inside a ComfyUI 0.33.0's custom_nodes/ finds that
+    ComfyUI (no COMFYUI_PATH, no pin) and runs the workflow through its engine."""
+    prov = _load_script("provision_host")
+    try:
+        host_root = prov.find_host("0.33.0")
+    except prov.HostUnavailable as e:
+        pytest.skip(e.message)
+    pack = _checkout_inside_comfyui(host_root, tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("COMFYUI_PATH", "PM_COMFY_VERSION")}
+    env.setdefault("OMP_NUM_THREADS", "2")
+    out = tmp_path / "demo.png"
+    res = subprocess.run([sys.executable, "scripts/demo.py", "--synthetic", "--out", str(out)], cwd=pack,
+                         env=env, capture_output=True, text=True, timeout=300)
+    text = res.stdout + res.stderr
+    assert res.returncode == 0, text
+    assert f"ComfyUI host: {tmp_path / 'ComfyUI'}" in text
+    assert out.is_file() and out.stat().st_size > 0
