@@ -58,7 +58,8 @@ def _provision_module(tmp_path: Path, monkeypatch):
     """scripts/provision_host.py imported with its cache and shared folder moved into tmp_path."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("_pm_provision_test", REPO / "scripts" / "provision_host.py")
+    spec = importlib.util.spec_from_file_location("_pm_provision_test",
+                                                  REPO / "scripts" / "provision_host.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     monkeypatch.setattr(mod, "CACHE", tmp_path / "cache")
