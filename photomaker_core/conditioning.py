@@ -18,7 +18,7 @@ tensors are shared, dicts copied, as the host's own nodes do.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -15,7 +15,7 @@ is centred on the detected point at any image size.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

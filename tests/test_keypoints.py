@@ -41,7 +41,7 @@ def test_instantid_points_sit_on_the_keypoints(h, w):
     for a, b in kp.INSTANTID_LIMBS:
         mid = (KPS[a] + KPS[b]) / 2
         dim = tuple(int(c * 0.6) for c in kp.INSTANTID_COLORS[a])
-        assert tuple(img[int(round(mid[1])), int(round(mid[0]))]) == dim
+        assert tuple(img[round(mid[1]), round(mid[0])]) == dim
     # black away from the face
     assert not img[h - 5:, :].any() and not img[:, 95:].any()
 
@@ -80,9 +80,10 @@ def faces(pm_env):
 @pytest.mark.host
 @pytest.mark.parametrize("h, w, box", [(331, 517, (101, 77, 293, 269)), (480, 641, (300, 100, 460, 300))])
 def test_node_draws_on_the_detected_keypoints(pm_env, faces, h, w, box):
-    from photomaker_core.faces import to_uint8_rgb
     from support import fake_insightface as fake
     from test_graph import call
+
+    from photomaker_core.faces import to_uint8_rgb
 
     photo = fake.synthetic_face(h=h, w=w, box=box, color=fake.GREEN)
     batch = torch.stack([photo, fake.blank_image(h, w)])

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from graph_fixtures import graph, saved_images
+from test_graph import _expanded_encoding, call, images, node
+
 from photomaker_core import conditioning as regions
-from test_graph import _expanded_encoding, call, images, tiny, v1  # noqa: F401 (fixtures)
 
 
 def host_node(name, **kwargs):
@@ -98,24 +98,26 @@ def test_regional_leaves_out_an_empty_outside_and_checks_masks():
 # ------------------------------------------------------------------ through the host
 
 @pytest.fixture(scope="module")
-def two_people(pm_env, tiny, v1):
-    encoder, _ = v1
+def two_people(pm_env):
+    """(tiny SDXL CLIP, tiny V1 encoder, identity A (one photo), identity B (two photos))."""
+    model, clip = node("TinySDXLLoader")().load(0)[:2]
+    encoder, _ = call("StackedIDLoader", photomaker_file="tiny-v1.bin", model=model, lora_strength=1.0)
     a, _ = call("StackedIDEncode", encoder=encoder, images=images(pm_env, "face_red.png"))
     b, _ = call("StackedIDEncode", encoder=encoder, images=images(pm_env, "face_green.png", "face_red2.png"))
-    return encoder, a, b
+    return clip, encoder, a, b
 
 
 TEXT = "a man img and a woman img2 at the beach"
 
 
 @pytest.mark.host
-def test_regions_equal_the_host_mask_nodes(pm_env, tiny, two_people):
+def test_regions_equal_the_host_mask_nodes(pm_env, two_people):
     """Apply with mask/mask_2 = text-only over [0, s] everywhere, then each identity's prompt masked
     by the host's ConditioningSetMask, then the text-only prompt masked by InvertMask(MaskComposite
     add): all compared bit for bit with the host nodes' output for the same tensors."""
-    encoder, a, b = two_people
+    clip, encoder, a, b = two_people
     mask_a, mask_b = side_masks()
-    cond, text_only = call("StackedIDApply", clip=tiny[1], encoder=encoder, identity=a, text=TEXT, trigger_word="img",
+    cond, text_only = call("StackedIDApply", clip=clip, encoder=encoder, identity=a, text=TEXT, trigger_word="img",
                            style_strength=0.3, identity_strength=1.0, identity_2=b, trigger_word_2="img2",
                            mask=mask_a, mask_2=mask_b)
     assert [(e[1]["start_percent"], e[1]["end_percent"]) for e in cond] == [(0.0, 0.3)] + [(0.3, 1.0)] * 3
@@ -132,7 +134,7 @@ def test_regions_equal_the_host_mask_nodes(pm_env, tiny, two_people):
     # the tensors themselves: each region's prompt has only its own class rows fused; the other
     # trigger is removed as in the text-only prompt (no unfused repeated class word)
     for ident, word, other, entry in ((a, "img", "img2", id_a), (b, "img2", "img", id_b)):
-        plain, pooled, pos = _expanded_encoding(tiny[1], TEXT, [(word, ident.num_tokens), (other, 1)])
+        plain, pooled, pos = _expanded_encoding(clip, TEXT, [(word, ident.num_tokens), (other, 1)])
         rows = pos[word]
         assert (entry[0] != plain).any(-1)[0].nonzero().flatten().tolist() == rows
         with torch.inference_mode():
@@ -142,38 +144,38 @@ def test_regions_equal_the_host_mask_nodes(pm_env, tiny, two_people):
 
 
 @pytest.mark.host
-def test_one_identity_region_and_no_mask_unchanged(pm_env, tiny, two_people):
-    encoder, a, _ = two_people
+def test_one_identity_region_and_no_mask_unchanged(pm_env, two_people):
+    clip, encoder, a, _ = two_people
     text = "a photo of a man img, smiling"
     mask = torch.zeros(16, 16)
     mask[4:12, 4:12] = 1.0
-    plain_cond, _ = call("StackedIDApply", clip=tiny[1], encoder=encoder, identity=a, text=text, trigger_word="img",
+    plain_cond, _ = call("StackedIDApply", clip=clip, encoder=encoder, identity=a, text=text, trigger_word="img",
                          style_strength=0.2, identity_strength=1.0)
-    cond, text_only = call("StackedIDApply", clip=tiny[1], encoder=encoder, identity=a, text=text,
+    cond, text_only = call("StackedIDApply", clip=clip, encoder=encoder, identity=a, text=text,
                            trigger_word="img", style_strength=0.2, identity_strength=1.0, mask=mask)
     # one identity: its region entry is the plain (unmasked) identity entry with the mask added
     assert_same_conditioning(cond[:2], [plain_cond[0], host_set_mask([plain_cond[1]], mask)[0]])
     assert torch.equal(cond[2][1]["mask"], 1.0 - mask.unsqueeze(0)) and torch.equal(cond[2][0], text_only[0][0])
     # style_strength 1: text-only throughout, no region entries
-    cond, _ = call("StackedIDApply", clip=tiny[1], encoder=encoder, identity=a, text=text,
+    cond, _ = call("StackedIDApply", clip=clip, encoder=encoder, identity=a, text=text,
                    trigger_word="img", style_strength=1.0, identity_strength=1.0, mask=mask)
     assert len(cond) == 1 and "mask" not in cond[0][1]
 
 
 @pytest.mark.host
 @pytest.mark.parametrize("kwargs, name, words", [
-    (dict(mask_2=torch.ones(8, 8)), "mask_2", "identity_2, which is not connected"),
-    (dict(with_b=True, mask=torch.ones(8, 8)), "mask_2", "every identity needs its own mask"),
-    (dict(with_b=True, mask_2=torch.ones(8, 8)), "mask", "every identity needs its own mask"),
-    (dict(with_b=True, mask=torch.ones(8, 8), mask_2=torch.ones(1, 1, 8, 8)), "mask_2", "[H, W]"),
-    (dict(mask=torch.full((8, 8), float("inf"))), "mask", "NaN or infinite"),
+    ({"mask_2": torch.ones(8, 8)}, "mask_2", "identity_2, which is not connected"),
+    ({"with_b": True, "mask": torch.ones(8, 8)}, "mask_2", "every identity needs its own mask"),
+    ({"with_b": True, "mask_2": torch.ones(8, 8)}, "mask", "every identity needs its own mask"),
+    ({"with_b": True, "mask": torch.ones(8, 8), "mask_2": torch.ones(1, 1, 8, 8)}, "mask_2", "[H, W]"),
+    ({"mask": torch.full((8, 8), float("inf"))}, "mask", "NaN or infinite"),
 ])
-def test_mask_errors_name_the_input(pm_env, tiny, two_people, kwargs, name, words):
-    encoder, a, b = two_people
+def test_mask_errors_name_the_input(pm_env, two_people, kwargs, name, words):
+    clip, encoder, a, b = two_people
     kwargs = dict(kwargs)
-    extra = dict(identity_2=b, trigger_word_2="img2") if kwargs.pop("with_b", False) else {}
+    extra = {"identity_2": b, "trigger_word_2": "img2"} if kwargs.pop("with_b", False) else {}
     with pytest.raises(ValueError) as e:
-        call("StackedIDApply", clip=tiny[1], encoder=encoder, identity=a, text=TEXT if extra else "a man img",
+        call("StackedIDApply", clip=clip, encoder=encoder, identity=a, text=TEXT if extra else "a man img",
              trigger_word="img", style_strength=0.2, identity_strength=1.0, **extra, **kwargs)
     assert f"input '{name}'" in str(e.value) and words in str(e.value)
 

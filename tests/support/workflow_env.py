@@ -4,8 +4,8 @@ browser test (test_ui.py, a real server in its own process).
 
 * The models are the demo's synthetic set (scripts/demo.py `build_synthetic_models`: a tiny SDXL
   checkpoint, PhotoMaker V1/V2 files in the released container layout, the fake InsightFace pack)
-  plus a tiny SDXL ControlNet (`build_tiny_controlnet`), built once into the git-ignored
-  .cache/synthetic-models.
+  plus a tiny SDXL ControlNet (`build_tiny_controlnet`) and T2I-Adapter (`build_tiny_t2i_adapter`),
+  built once into the git-ignored .cache/synthetic-models.
 * `install_models` links them into a ComfyUI models/ folder under the names the workflows use
   (`sd_xl_base_1.0.safetensors`, `photomaker-v2.bin`, `buffalo_l`, ...), so a workflow loads in the
   frontend with every combo value valid and runs unchanged. A server needs PM_TINY_CHECKPOINTS=1
@@ -113,10 +113,22 @@ def pose_image(size: int = 512):
     return img
 
 
+def _save_weights(net, path, what: str) -> Path:
+    """net's state dict as a safetensors file at path (written to a temporary name, then renamed)."""
+    import safetensors.torch
+
+    sd = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    safetensors.torch.save_file(sd, str(tmp), metadata={"photomaker_tests": what})
+    tmp.replace(path)
+    return path
+
+
 def build_tiny_controlnet(path, seed: int = 5) -> Path:
     """A tiny SDXL ControlNet file (original key layout) matching tiny_sdxl's UNet; needs a booted
     ComfyUI (comfy.* importable)."""
-    import safetensors.torch
     import torch
 
     import comfy.cldm.cldm
@@ -131,20 +143,13 @@ def build_tiny_controlnet(path, seed: int = 5) -> Path:
         net = comfy.cldm.cldm.ControlNet(**config)
         tiny_sdxl.init_weights_(net, seed=seed)
         # random zero convs (a trained ControlNet starts them at zero): the control changes the image
-        sd = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    safetensors.torch.save_file(sd, str(tmp), metadata={"photomaker_tests": "tiny SDXL ControlNet, random weights"})
-    tmp.replace(path)
-    return path
+        return _save_weights(net, path, "tiny SDXL ControlNet, random weights")
 
 
 def build_tiny_t2i_adapter(path, seed: int = 6) -> Path:
     """A tiny SDXL T2I-Adapter file (original key layout, as ComfyUI's load_t2i_adapter reads it)
     whose features fit tiny_sdxl's UNet: the SDXL adapter layout with widths scaled like the UNet's
     (32, 64, 128, 128 for 320, 640, 1280, 1280). Needs a booted ComfyUI."""
-    import safetensors.torch
     import torch
 
     import comfy.t2i_adapter.adapter
@@ -157,13 +162,7 @@ def build_tiny_t2i_adapter(path, seed: int = 6) -> Path:
         net = comfy.t2i_adapter.adapter.Adapter(cin=768, channels=[width, width * 2, width * 4, width * 4],
                                                 nums_rb=2, ksize=1, sk=True, use_conv=False, xl=True)
         tiny_sdxl.init_weights_(net, seed=seed)
-        sd = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    safetensors.torch.save_file(sd, str(tmp), metadata={"photomaker_tests": "tiny SDXL T2I-Adapter, random weights"})
-    tmp.replace(path)
-    return path
+        return _save_weights(net, path, "tiny SDXL T2I-Adapter, random weights")
 
 
 def build_control_models(folder) -> None:
