@@ -8,7 +8,8 @@ naming the version it needs and registers no nodes, instead of failing the impor
 """
 import logging
 
-MIN_COMFYUI = "0.3.52"  # the oldest host with comfy_api.latest + comfy_entrypoint (= pyproject's requires-comfyui)
+# The oldest host with comfy_api.latest + comfy_entrypoint (= pyproject's requires-comfyui).
+MIN_COMFYUI = "0.3.52"
 
 
 def _host_has_v3_api() -> bool:

@@ -225,7 +225,8 @@ def _import_insightface():
     except Exception as exc:  # e.g. a wheel built against another numpy: installed but broken
         raise FaceAnalysisError(
             f"insightface is installed but fails to import ({type(exc).__name__}: {exc}). "
-            f"Reinstall it: {install_hints.pip_command('install', '--force-reinstall', '--no-deps', 'insightface')}"
+            "Reinstall it: "
+            f"{install_hints.pip_command('install', '--force-reinstall', '--no-deps', 'insightface')}"
             " (--no-deps: only insightface itself). PhotoMaker V1 works without it.") from exc
     return FaceAnalysis, face_align
 

@@ -65,8 +65,8 @@ def insightface_install_hint(installed: dict[str, str] | None = None, python: st
 
 def onnxruntime_install_hint(python: str | None = None) -> str:
     """How to install an ONNX Runtime build when none is installed."""
-    return (f"Install one ONNX Runtime build: {pip_command('install', 'onnxruntime', python=python)} (CPU, any "
-            f"machine) or {pip_command('install', 'onnxruntime-gpu', python=python)} (NVIDIA GPU, CUDA).")
+    cpu, gpu = (pip_command("install", dist, python=python) for dist in (CPU_DIST, "onnxruntime-gpu"))
+    return f"Install one ONNX Runtime build: {cpu} (CPU, any machine) or {gpu} (NVIDIA GPU, CUDA)."
 
 
 def onnxruntime_conflict_hint(installed: dict[str, str] | None = None, python: str | None = None) -> str:

@@ -131,8 +131,8 @@ def _dry_run(*extra, requirements: str | None = None, python: Path | None = None
     the given requirement lines; into `python`'s environment if given (pip's --python)."""
     req = ["-r", str(REPO / "requirements.txt")] if requirements is None else requirements.split()
     target = ["--python", str(python)] if python else []
-    res = subprocess.run([sys.executable, "-m", "pip", *target, "install", "--dry-run", "--quiet", "--report", "-",
-                          "--disable-pip-version-check", *extra, *req],
+    res = subprocess.run([sys.executable, "-m", "pip", *target, "install", "--dry-run", "--quiet",
+                          "--report", "-", "--disable-pip-version-check", *extra, *req],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads(res.stdout[res.stdout.index("{"):])

@@ -56,7 +56,8 @@ def test_comfyui_venv_is_used_with_its_torch_and_device(tmp_path):
     choice = pick.choose(pack, {})
     assert (choice.python, choice.source) == (venv_python, "ComfyUI's venv/")
     assert choice.info == {"torch": torch.__version__, "device": "cpu"}  # this machine has no GPU
-    assert pick.describe(choice) == f"demo Python: {venv_python} (ComfyUI's venv/): torch {torch.__version__}, device cpu"
+    assert pick.describe(choice) == (f"demo Python: {venv_python} (ComfyUI's venv/): "
+                                     f"torch {torch.__version__}, device cpu")
 
 
 def test_portable_build_embedded_python(tmp_path):

@@ -79,7 +79,8 @@ def test_install_section():
     assert f"comfy node install {name}" in text
     assert f"git clone {repo_url}" in text and "<" not in repo_url
     assert f"-m pip install -r {name}/requirements.txt" in text
-    assert rf"python_embeded\python.exe -m pip install -r ComfyUI\custom_nodes\{name}\requirements.txt" in text
+    portable = rf"python_embeded\python.exe -m pip install -r ComfyUI\custom_nodes\{name}\requirements.txt"
+    assert portable in text
     # the ONNX Runtime choice is explained, with the command that keeps a GPU build
     assert "onnxruntime-gpu" in text and "-m pip install --no-deps insightface" in text
 
@@ -162,13 +163,14 @@ def test_troubleshooting_names_the_packs_real_folders():
 def test_vram_figures_are_the_measured_ones():
     peaks = {}
     for version in ("v1", "v2"):
-        data = json.loads((REPO / "tests" / "benchmarks" / "results" / f"gpu_h100_{version}.json").read_text())
+        path = REPO / "tests" / "benchmarks" / "results" / f"gpu_h100_{version}.json"
+        data = json.loads(path.read_text())
         peaks[version] = {k: v["vram"]["torch_max_allocated_gib"] for k, v in data["results"].items()}
     text = _section("Troubleshooting")
     plain = {round(p["without"], 1) for p in peaks.values()}
     assert len(plain) == 1
-    expected = (f"{round(peaks['v1']['with_10'], 1)} GiB (V1) and {round(peaks['v2']['with_10'], 1)} GiB (V2) "
-                f"against {plain.pop()} GiB for plain SDXL")
+    expected = (f"{round(peaks['v1']['with_10'], 1)} GiB (V1) and "
+                f"{round(peaks['v2']['with_10'], 1)} GiB (V2) against {plain.pop()} GiB for plain SDXL")
     assert expected in " ".join(text.split()), expected
     if "the same with 1 or 10 ID" in text:
         assert all(round(p["with_1"], 1) == round(p["with_10"], 1) for p in peaks.values())
@@ -195,9 +197,10 @@ def test_every_workflow_named_exists_and_every_workflow_is_named():
     named = set(re.findall(r"`((?:\d\d-)?photomaker-[a-z0-9-]+)(?:\.json)?`", README))
     assert named
     for name in named:
-        assert NUMBERED.sub(r"\2", name) in workflows, f"README names {name}; workflows/ has {sorted(workflows)}"
+        assert NUMBERED.sub(r"\2", name) in workflows, f"README names {name}; workflows/: {sorted(workflows)}"
     section = _section("Example workflows")
-    missing = [slug for slug in workflows if f"`{slug}`" not in section and f"`{workflows[slug].stem}`" not in section]
+    missing = [slug for slug, path in workflows.items()
+               if f"`{slug}`" not in section and f"`{path.stem}`" not in section]
     assert not missing, f"workflows not described under 'Example workflows': {missing}"
 
 
