@@ -215,13 +215,26 @@ def resolve_providers(choice: str) -> list[str]:
 
 # ---- detection + recognition --------------------------------------------------------------------
 
+def _missing_package(exc: ImportError) -> str:
+    """'onnxruntime' when insightface is installed but its own import of onnxruntime failed
+    (insightface 2.x re-raises that as a plain ImportError from it), else 'insightface'."""
+    seen = exc
+    for _ in range(8):  # a short chain; bounded in case of a cycle
+        if seen is None:
+            break
+        if getattr(seen, "name", None) == "onnxruntime":
+            return "onnxruntime"
+        seen = seen.__cause__ or seen.__context__
+    return "insightface"
+
+
 def _import_insightface():
     """Import the insightface pieces used here, turning install problems into clear errors."""
     try:
         from insightface.app import FaceAnalysis
         from insightface.utils import face_align
     except ImportError as exc:
-        raise InsightFaceMissing(_missing_message("insightface")) from exc
+        raise InsightFaceMissing(_missing_message(_missing_package(exc))) from exc
     except Exception as exc:  # e.g. a wheel built against another numpy: installed but broken
         raise FaceAnalysisError(
             f"insightface is installed but fails to import ({type(exc).__name__}: {exc}). "

@@ -252,6 +252,19 @@ def test_face_errors_use_the_flavour_aware_hint(monkeypatch):
     assert "--no-deps insightface" in msg and "V1 works without it" in msg and sys.executable in msg
 
 
+def test_insightface_without_onnxruntime_names_onnxruntime():
+    """insightface installed (with --no-deps, say) but no ONNX Runtime build: the error names
+    onnxruntime and both of its install commands, not insightface (a fresh process: insightface must
+    really be imported)."""
+    script = (f"import sys; sys.path.insert(0, {str(REPO)!r}); sys.modules['onnxruntime'] = None\n"
+              "from photomaker_core import faces\n"
+              "try:\n    faces.require_insightface()\n"
+              "except faces.InsightFaceMissing as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.stdout.startswith("onnxruntime is not installed"), out.stdout + out.stderr[-2000:]
+    assert "-m pip install onnxruntime`" in out.stdout and "-m pip install onnxruntime-gpu`" in out.stdout
+
+
 def test_no_install_hint_reinstalls_the_world():
     """Every pip command the pack's code suggests: a --force-reinstall always comes with --no-deps,
     and no hint installs onnxruntime together with insightface."""
