@@ -66,8 +66,9 @@ def _missing_message(what: str) -> str:
     fix = (install_hints.onnxruntime_install_hint() if what == "onnxruntime"
            else install_hints.insightface_install_hint())
     return (
-        f"{what} is not installed in the Python that runs ComfyUI ({sys.executable}). "
-        f"PhotoMaker V2 needs it for face embeddings; PhotoMaker V1 works without it. {fix}"
+        f"{what} is not installed (or does not import) in the Python that runs ComfyUI ({sys.executable}). "
+        f"PhotoMaker V2 needs it for face embeddings; PhotoMaker V1 works without it. "
+        f"{install_hints.describe_onnxruntime()} {fix}"
     )
 
 

@@ -35,8 +35,8 @@ def installed_onnxruntime() -> dict[str, str]:
 def describe_onnxruntime(installed: dict[str, str] | None = None) -> str:
     installed = installed_onnxruntime() if installed is None else installed
     if not installed:
-        return "no ONNX Runtime build is installed"
-    return "installed: " + ", ".join(f"{d} {v}" for d, v in installed.items())
+        return "No ONNX Runtime build found."
+    return "ONNX Runtime found: " + ", ".join(f"{d} {v}" for d, v in installed.items()) + "."
 
 
 def pip_command(*args: str, python: str | None = None) -> str:
@@ -63,10 +63,18 @@ def insightface_install_hint(installed: dict[str, str] | None = None, python: st
             f"{pip_command('install', *INSIGHTFACE_OTHER_DEPS, python=python)}.")
 
 
-def onnxruntime_install_hint(python: str | None = None) -> str:
-    """How to install an ONNX Runtime build when none is installed."""
-    cpu, gpu = (pip_command("install", dist, python=python) for dist in (CPU_DIST, "onnxruntime-gpu"))
-    return f"Install one ONNX Runtime build: {cpu} (CPU, any machine) or {gpu} (NVIDIA GPU, CUDA)."
+def onnxruntime_install_hint(installed: dict[str, str] | None = None, python: str | None = None) -> str:
+    """How to get a working ONNX Runtime: install one build when none is there; when one is there but
+    does not import, reinstall that build alone (or keep one of two builds that share files)."""
+    installed = installed_onnxruntime() if installed is None else installed
+    if not installed:
+        cpu, gpu = (pip_command("install", dist, python=python) for dist in (CPU_DIST, "onnxruntime-gpu"))
+        return f"Install one ONNX Runtime build: {cpu} (CPU, any machine) or {gpu} (NVIDIA GPU, CUDA)."
+    conflict = onnxruntime_conflict_hint(installed, python=python)
+    if conflict:
+        return conflict.strip()
+    dist = next(iter(installed))
+    return f"Reinstall it: {pip_command('install', '--force-reinstall', '--no-deps', dist, python=python)}."
 
 
 def onnxruntime_conflict_hint(installed: dict[str, str] | None = None, python: str | None = None) -> str:

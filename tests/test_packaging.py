@@ -217,7 +217,7 @@ def _commands(text: str) -> list[str]:
 def test_install_hint_keeps_a_gpu_onnxruntime(monkeypatch):
     hints = _fake_installed(monkeypatch, {"onnxruntime-gpu": "1.20.1"})
     assert hints.installed_onnxruntime() == {"onnxruntime-gpu": "1.20.1"}
-    assert hints.describe_onnxruntime() == "installed: onnxruntime-gpu 1.20.1"
+    assert hints.describe_onnxruntime() == "ONNX Runtime found: onnxruntime-gpu 1.20.1."
     cmds = _commands(hints.insightface_install_hint(python="/opt/comfy/python"))
     assert cmds == ['"/opt/comfy/python" -m pip install --no-deps insightface',
                     '"/opt/comfy/python" -m pip install onnx opencv-python scikit-image scipy tqdm requests']
@@ -229,9 +229,12 @@ def test_install_hint_with_the_cpu_build_or_none(monkeypatch):
     hints = _fake_installed(monkeypatch, {"onnxruntime": "1.32.0"})
     assert _commands(hints.insightface_install_hint(python="py"))[0] == '"py" -m pip install insightface'
     hints = _fake_installed(monkeypatch, {})
-    assert hints.describe_onnxruntime() == "no ONNX Runtime build is installed"
+    assert hints.describe_onnxruntime() == "No ONNX Runtime build found."
     assert _commands(hints.onnxruntime_install_hint(python="py")) == [
         '"py" -m pip install onnxruntime', '"py" -m pip install onnxruntime-gpu']
+    broken = {"onnxruntime-gpu": "1.20.1"}  # installed, but does not import
+    assert _commands(hints.onnxruntime_install_hint(broken, python="py")) == [
+        '"py" -m pip install --force-reinstall --no-deps onnxruntime-gpu']
     # with nothing installed the simple command is offered, and the GPU route with --no-deps
     cmds = _commands(hints.insightface_install_hint(python="py"))
     assert cmds[0] == '"py" -m pip install insightface' and '"py" -m pip install onnxruntime-gpu' in cmds
@@ -241,6 +244,8 @@ def test_conflict_hint_when_cpu_and_gpu_builds_are_both_installed(monkeypatch):
     hints = _fake_installed(monkeypatch, {"onnxruntime": "1.32.0", "onnxruntime-gpu": "1.20.1"})
     assert _commands(hints.onnxruntime_conflict_hint(python="py")) == [
         '"py" -m pip uninstall -y onnxruntime onnxruntime-gpu', '"py" -m pip install onnxruntime-gpu']
+    assert _commands(hints.onnxruntime_install_hint(python="py")) == _commands(
+        hints.onnxruntime_conflict_hint(python="py"))
 
 
 def test_face_errors_use_the_flavour_aware_hint(monkeypatch):
@@ -250,19 +255,22 @@ def test_face_errors_use_the_flavour_aware_hint(monkeypatch):
 
     msg = faces._missing_message("insightface")
     assert "--no-deps insightface" in msg and "V1 works without it" in msg and sys.executable in msg
+    assert "ONNX Runtime found: onnxruntime-gpu 1.20.1." in msg
 
 
 def test_insightface_without_onnxruntime_names_onnxruntime():
-    """insightface installed (with --no-deps, say) but no ONNX Runtime build: the error names
-    onnxruntime and both of its install commands, not insightface (a fresh process: insightface must
-    really be imported)."""
+    """insightface installed but onnxruntime does not import: the error names onnxruntime (not
+    insightface), the build found and the fix for it (a fresh process: insightface must really be
+    imported)."""
     script = (f"import sys; sys.path.insert(0, {str(REPO)!r}); sys.modules['onnxruntime'] = None\n"
               "from photomaker_core import faces\n"
               "try:\n    faces.require_insightface()\n"
               "except faces.InsightFaceMissing as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.stdout.startswith("onnxruntime is not installed"), out.stdout + out.stderr[-2000:]
-    assert "-m pip install onnxruntime`" in out.stdout and "-m pip install onnxruntime-gpu`" in out.stdout
+    # this venv has the CPU build's metadata, so the fix is to reinstall that build alone
+    assert "ONNX Runtime found: onnxruntime 1." in out.stdout, out.stdout
+    assert "-m pip install --force-reinstall --no-deps onnxruntime`" in out.stdout, out.stdout
 
 
 def test_no_install_hint_reinstalls_the_world():
