@@ -17,28 +17,10 @@ tar -cf - --exclude=./.cache --exclude=./.venv . | tar -xf - -C "$P"
 python3 -m venv --system-site-packages "$H/venv"
 SP=$("$H/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 python3 -c 'import site; print("\n".join(p for p in site.getsitepackages() if p))' > "$SP/_pm_base.pth"
-# torchsde and av: imported by the host, never used by Euler sampling, absent on this machine
-cat > "$SP/_pm_stub.py" <<'PY'
-import importlib, sys, types
-class _Stub(types.ModuleType):
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        value = type(name, (), {})
-        setattr(self, name, value)
-        return value
-for root, subs in (("torchsde", ()), ("av", ("container", "subtitles", "subtitles.stream", "error",
-                                              "audio", "audio.frame", "video", "video.frame"))):
-    try:
-        importlib.import_module(root)
-    except ImportError:
-        for name in (root, *(f"{root}.{s}" for s in subs)):
-            sys.modules[name] = _Stub(name)
-            parent, _, leaf = name.rpartition(".")
-            if parent:
-                setattr(sys.modules[parent], leaf, sys.modules[name])
-PY
-echo "import _pm_stub" > "$SP/_pm_stub.pth"
+# torchsde and av: imported by the host, never used by Euler sampling, absent on that machine: the
+# GPU benchmark's stand-ins, installed at every start of this venv's Python
+echo "import sys; sys.path.insert(0, '$P/tests/benchmarks'); import gpu_bench; gpu_bench.stub_missing()" \
+  > "$SP/_pm_stub.pth"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 echo "== make demo inside $P (V1 workflow, synthetic weights: no network here)"
 cd "$P"
