@@ -1,6 +1,8 @@
 # Two commands a newcomer needs: `make demo` (the main job) and `make test` (the suite).
 # Everything is set up from nothing on first use: .venv (CPU torch), the ComfyUI host, test models.
 PY := .venv/bin/python
+# Any python3 runs scripts/pick_python.py (standard library only).
+BOOT_PY := $(shell command -v python3 || command -v python)
 PYTEST := $(PY) -m pytest -c tests/pytest.ini --rootdir=tests
 
 .PHONY: setup test test-fast test-slow test-host-0352 test-host-033 stress demo bench clean
@@ -37,8 +39,14 @@ test-host-033:
 stress: setup
 	$(PYTEST) tests -q -m stress
 
-demo: setup
-	$(PY) scripts/demo.py $(ARGS)
+# The main job. Inside a ComfyUI (custom_nodes/<pack>, or $COMFYUI_PATH) it runs with that ComfyUI's
+# own Python and torch, so on its GPU: its venv/ or .venv/, the portable build's python_embeded, or the
+# active venv/conda env (scripts/pick_python.py; `make demo PYTHON=/path/to/python` picks one). A bare
+# clone falls back to the pack's CPU venv, built on first use.
+demo:
+	@py=$$($(BOOT_PY) scripts/pick_python.py $(if $(PYTHON),--python '$(PYTHON)')) || exit $$?; \
+	if [ "$$py" = "$(CURDIR)/$(PY)" ]; then bash scripts/setup_env.sh || exit $$?; fi; \
+	"$$py" scripts/demo.py $(ARGS)
 
 # CPU benchmarks at full size on seeded random weights, side by side with ComfyUI core's PhotoMaker
 # and a transformers implementation of the reference (tests/benchmarks/, not part of the suite).

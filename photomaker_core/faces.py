@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import install_hints
 from .errors import PhotoMakerError
 
 logger = logging.getLogger(__name__)
@@ -61,10 +62,13 @@ class InsightFaceMissing(FaceAnalysisError):
 
 
 def _missing_message(what: str) -> str:
+    # The command depends on the ONNX Runtime build present: never one that replaces a GPU build.
+    fix = (install_hints.onnxruntime_install_hint() if what == "onnxruntime"
+           else install_hints.insightface_install_hint())
     return (
-        f"{what} is not installed in the Python that runs ComfyUI ({sys.executable}). "
-        "PhotoMaker V2 needs it for face embeddings; PhotoMaker V1 works without it. Install with: "
-        f"`\"{sys.executable}\" -m pip install insightface onnxruntime`"
+        f"{what} is not installed (or does not import) in the Python that runs ComfyUI ({sys.executable}). "
+        f"PhotoMaker V2 needs it for face embeddings; PhotoMaker V1 works without it. "
+        f"{install_hints.describe_onnxruntime()} {fix}"
     )
 
 
@@ -203,7 +207,7 @@ def resolve_providers(choice: str) -> list[str]:
     name = PROVIDER_NAMES[key]
     if name not in available:
         hint = (f" {key} needs the {_PROVIDER_PACKAGES[key]} package instead of onnxruntime."
-                if key in _PROVIDER_PACKAGES else "")
+                if key in _PROVIDER_PACKAGES else "") + install_hints.onnxruntime_conflict_hint()
         raise FaceAnalysisError(
             f"ONNX Runtime provider {key} ({name}) is not available here. Available: "
             f"{', '.join(available) or 'none'}. Choose 'auto' or one of those.{hint}")
@@ -212,18 +216,32 @@ def resolve_providers(choice: str) -> list[str]:
 
 # ---- detection + recognition --------------------------------------------------------------------
 
+def _missing_package(exc: ImportError) -> str:
+    """'onnxruntime' when insightface is installed but its own import of onnxruntime failed
+    (insightface 2.x re-raises that as a plain ImportError from it), else 'insightface'."""
+    seen = exc
+    for _ in range(8):  # a short chain; bounded in case of a cycle
+        if seen is None:
+            break
+        if getattr(seen, "name", None) == "onnxruntime":
+            return "onnxruntime"
+        seen = seen.__cause__ or seen.__context__
+    return "insightface"
+
+
 def _import_insightface():
     """Import the insightface pieces used here, turning install problems into clear errors."""
     try:
         from insightface.app import FaceAnalysis
         from insightface.utils import face_align
     except ImportError as exc:
-        raise InsightFaceMissing(_missing_message("insightface")) from exc
+        raise InsightFaceMissing(_missing_message(_missing_package(exc))) from exc
     except Exception as exc:  # e.g. a wheel built against another numpy: installed but broken
         raise FaceAnalysisError(
             f"insightface is installed but fails to import ({type(exc).__name__}: {exc}). "
-            f"Reinstall it: `\"{sys.executable}\" -m pip install --force-reinstall insightface "
-            "onnxruntime`. PhotoMaker V1 works without it.") from exc
+            "Reinstall it: "
+            f"{install_hints.pip_command('install', '--force-reinstall', '--no-deps', 'insightface')}"
+            " (--no-deps: only insightface itself). PhotoMaker V1 works without it.") from exc
     return FaceAnalysis, face_align
 
 

@@ -138,14 +138,14 @@ def boot_engine(device: str):
 
     import torch
 
-    use_gpu = device == "auto" and torch.cuda.is_available()
-    args.cpu = not use_gpu  # must precede comfy.model_management's import
+    kind = accelerator(torch, device)
+    args.cpu = kind == "cpu"  # must precede comfy.model_management's import
     import comfy.model_management  # noqa: F401
     import execution  # noqa: F401
     import nodes
 
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
-    return "GPU (" + torch.cuda.get_device_name(0) + ")" if use_gpu else "CPU"
+    return device_label(torch, kind)
 
 
 def load_pack() -> None:
@@ -512,6 +512,31 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def accelerator(torch, requested: str) -> str:
+    """'cuda', 'mps' or 'cpu': what the demo runs ComfyUI on (`--device cpu` forces the CPU)."""
+    if requested == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
+
+
+def device_label(torch, kind: str) -> str:
+    if kind == "cuda":
+        return f"GPU ({torch.cuda.get_device_name(0)}, CUDA)"
+    return "GPU (Apple MPS)" if kind == "mps" else "CPU"
+
+
+def log_runtime(device: str) -> None:
+    """Which Python and torch the demo runs with, and on what: `make demo` picks the ComfyUI's own
+    Python when there is one (scripts/pick_python.py), so this is the line to check."""
+    import torch
+
+    log.info("Python: %s (torch %s)", sys.executable, torch.__version__)
+    log.info("engine: ComfyUI on %s", device)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -543,7 +568,7 @@ def main(argv=None) -> int:
             return EXIT_MISSING
 
     device = boot_engine(args.device)
-    log.info("engine: ComfyUI on %s", device)
+    log_runtime(device)
     if args.synthetic:
         import torch
 

@@ -5,6 +5,9 @@
   requires the oldest ComfyUI that CI tests (the Makefile's PM_COMFY_VERSION runs);
 * requirements.txt never touches torch: pip's resolver (dry run, with installed packages ignored)
   finds no torch anywhere in the dependency tree, and in a venv with CPU torch it plans no change;
+* requirements never replace an installed onnxruntime-gpu (a simulated GPU environment and a fresh
+  one, through pip's resolver), and the runtime install hints fit the ONNX Runtime build installed;
+* a ComfyUI without comfy_api.latest gets one log line, no nodes, no traceback;
 * every node id has web/docs/<node id>.md, served through WEB_DIRECTORY;
 * nothing runs at install time (no setup.py / install.py, no build hooks);
 * every workflows/*.json has its template thumbnail <name>.jpg, and the real server lists the
@@ -123,13 +126,38 @@ def test_requirements_never_name_torch():
         assert not r.startswith("-") and "://" not in r and "@" not in r, r
 
 
-def _dry_run(*extra) -> list[str]:
-    res = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--report", "-",
-                          "--disable-pip-version-check", *extra, "-r", str(REPO / "requirements.txt")],
+def _dry_run(*extra, requirements: str | None = None, python: Path | None = None) -> list[str]:
+    """pip's resolver plan (names of the distributions it would install) for requirements.txt, or for
+    the given requirement lines; into `python`'s environment if given (pip's --python)."""
+    req = ["-r", str(REPO / "requirements.txt")] if requirements is None else requirements.split()
+    target = ["--python", str(python)] if python else []
+    res = subprocess.run([sys.executable, "-m", "pip", *target, "install", "--dry-run", "--quiet",
+                          "--report", "-", "--disable-pip-version-check", *extra, *req],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads(res.stdout[res.stdout.index("{"):])
-    return sorted(item["metadata"]["name"] for item in report["install"])
+    return sorted(item["metadata"]["name"].lower() for item in report["install"])
+
+
+ORT = re.compile(r"^onnxruntime(-.*)?$")
+
+
+def _env_with_gpu_onnxruntime(tmp_path) -> Path:
+    """A Python environment (a venv without pip) in which only onnxruntime-gpu is installed, as pip
+    sees it: the distribution's metadata in site-packages (pip decides from metadata alone)."""
+    import venv
+
+    env = tmp_path / "gpu-env"
+    venv.create(env, with_pip=False)
+    python = env / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    info = Path(purelib) / "onnxruntime_gpu-1.20.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 1.20.1\n")
+    (info / "INSTALLER").write_text("pip\n")
+    (info / "RECORD").write_text("")
+    return python
 
 
 def test_pip_install_would_not_touch_torch():
@@ -138,7 +166,7 @@ def test_pip_install_would_not_touch_torch():
     import importlib.metadata
 
     fresh = _dry_run("--ignore-installed")
-    assert "insightface" in fresh and "onnxruntime" in fresh
+    assert "safetensors" in fresh
     assert not [n for n in fresh if TORCH_LIKE.match(n)], fresh
     torch_before = importlib.metadata.version("torch")
     here = _dry_run()
@@ -146,11 +174,122 @@ def test_pip_install_would_not_touch_torch():
     assert importlib.metadata.version("torch") == torch_before
 
 
+def test_requirements_never_replace_an_installed_onnxruntime_gpu(tmp_path):
+    """Both situations, through pip's real resolver: a Python with no ONNX Runtime (installed packages
+    ignored) and one with onnxruntime-gpu installed: requirements.txt plans no onnxruntime build of any
+    flavour anywhere in its tree. The control shows the simulation can fail: insightface (every release
+    from 1.0 on requires the CPU onnxruntime) would put the CPU build over the GPU one."""
+    assert not [r for r in _requirements() if ORT.match(_req_name(r)) or _req_name(r) == "insightface"]
+    fresh = _dry_run("--ignore-installed")
+    assert not [n for n in fresh if ORT.match(n)], fresh
+    gpu_python = _env_with_gpu_onnxruntime(tmp_path)
+    with_gpu = _dry_run(python=gpu_python)
+    assert not [n for n in with_gpu if ORT.match(n)], with_gpu
+    control = _dry_run(python=gpu_python, requirements="insightface==2.1")
+    assert "onnxruntime" in control, control  # what the old requirements.txt did to GPU users
+
+
+# ------------------------------------------------------------------------ runtime install hints
+
+def _fake_installed(monkeypatch, dists: dict[str, str]):
+    """importlib.metadata as it would look with exactly these ONNX Runtime builds installed."""
+    import importlib.metadata
+
+    from photomaker_core import install_hints
+
+    real = importlib.metadata.version
+
+    def version(name):
+        if name in install_hints.ONNXRUNTIME_DISTS:
+            if name in dists:
+                return dists[name]
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    return install_hints
+
+
+def _commands(text: str) -> list[str]:
+    return re.findall(r"`([^`]*)`", text)
+
+
+def test_install_hint_keeps_a_gpu_onnxruntime(monkeypatch):
+    hints = _fake_installed(monkeypatch, {"onnxruntime-gpu": "1.20.1"})
+    assert hints.installed_onnxruntime() == {"onnxruntime-gpu": "1.20.1"}
+    assert hints.describe_onnxruntime() == "ONNX Runtime found: onnxruntime-gpu 1.20.1."
+    cmds = _commands(hints.insightface_install_hint(python="/opt/comfy/python"))
+    assert cmds == ['"/opt/comfy/python" -m pip install --no-deps insightface',
+                    '"/opt/comfy/python" -m pip install onnx opencv-python scikit-image scipy tqdm requests']
+    assert not any(ORT.match(word) for c in cmds for word in c.split()), cmds
+    assert hints.onnxruntime_conflict_hint() == ""
+
+
+def test_install_hint_with_the_cpu_build_or_none(monkeypatch):
+    hints = _fake_installed(monkeypatch, {"onnxruntime": "1.32.0"})
+    assert _commands(hints.insightface_install_hint(python="py"))[0] == '"py" -m pip install insightface'
+    hints = _fake_installed(monkeypatch, {})
+    assert hints.describe_onnxruntime() == "No ONNX Runtime build found."
+    assert _commands(hints.onnxruntime_install_hint(python="py")) == [
+        '"py" -m pip install onnxruntime', '"py" -m pip install onnxruntime-gpu']
+    broken = {"onnxruntime-gpu": "1.20.1"}  # installed, but does not import
+    assert _commands(hints.onnxruntime_install_hint(broken, python="py")) == [
+        '"py" -m pip install --force-reinstall --no-deps onnxruntime-gpu']
+    # with nothing installed the simple command is offered, and the GPU route with --no-deps
+    cmds = _commands(hints.insightface_install_hint(python="py"))
+    assert cmds[0] == '"py" -m pip install insightface' and '"py" -m pip install onnxruntime-gpu' in cmds
+
+
+def test_conflict_hint_when_cpu_and_gpu_builds_are_both_installed(monkeypatch):
+    hints = _fake_installed(monkeypatch, {"onnxruntime": "1.32.0", "onnxruntime-gpu": "1.20.1"})
+    assert _commands(hints.onnxruntime_conflict_hint(python="py")) == [
+        '"py" -m pip uninstall -y onnxruntime onnxruntime-gpu', '"py" -m pip install onnxruntime-gpu']
+    assert _commands(hints.onnxruntime_install_hint(python="py")) == _commands(
+        hints.onnxruntime_conflict_hint(python="py"))
+
+
+def test_face_errors_use_the_flavour_aware_hint(monkeypatch):
+    """The message a V2 user sees when insightface is missing, with onnxruntime-gpu installed."""
+    _fake_installed(monkeypatch, {"onnxruntime-gpu": "1.20.1"})
+    from photomaker_core import faces
+
+    msg = faces._missing_message("insightface")
+    assert "--no-deps insightface" in msg and "V1 works without it" in msg and sys.executable in msg
+    assert "ONNX Runtime found: onnxruntime-gpu 1.20.1." in msg
+
+
+def test_insightface_without_onnxruntime_names_onnxruntime():
+    """insightface installed but onnxruntime does not import: the error names onnxruntime (not
+    insightface), the build found and the fix for it (a fresh process: insightface must really be
+    imported)."""
+    script = (f"import sys; sys.path.insert(0, {str(REPO)!r}); sys.modules['onnxruntime'] = None\n"
+              "from photomaker_core import faces\n"
+              "try:\n    faces.require_insightface()\n"
+              "except faces.InsightFaceMissing as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.stdout.startswith("onnxruntime is not installed"), out.stdout + out.stderr[-2000:]
+    # this venv has the CPU build's metadata, so the fix is to reinstall that build alone
+    assert "ONNX Runtime found: onnxruntime 1." in out.stdout, out.stdout
+    assert "-m pip install --force-reinstall --no-deps onnxruntime`" in out.stdout, out.stdout
+
+
+def test_no_install_hint_reinstalls_the_world():
+    """Every pip command the pack's code suggests: a --force-reinstall always comes with --no-deps,
+    and no hint installs onnxruntime together with insightface."""
+    sources = [p for d in ("nodes", "photomaker_core") for p in (REPO / d).glob("*.py")]
+    sources.append(REPO / "__init__.py")
+    for path in sources:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if "force-reinstall" in line:
+                assert "no-deps" in line, f"{path.name}:{n}: {line.strip()}"
+            assert not re.search(r"pip install[^`]*insightface[^`]*onnxruntime", line), f"{path.name}:{n}"
+
+
 # -------------------------------------------------------------------------------- docs, scripts
 
 def _web_directory() -> str:
     tree = ast.parse((REPO / "__init__.py").read_text())
-    for node in tree.body:
+    for node in ast.walk(tree):  # set inside the "host has the V3 API" branch
         names = [getattr(t, "id", None) for t in getattr(node, "targets", [])]
         if isinstance(node, ast.Assign) and "WEB_DIRECTORY" in names:
             return node.value.value
@@ -245,3 +384,36 @@ def test_server_offers_the_workflows_and_their_thumbnails():
                     assert r.read() == wf.with_suffix(suffix).read_bytes(), url
     finally:
         server.cleanup()
+
+
+# --------------------------------------------------------------------------- a too-old ComfyUI
+
+@pytest.mark.host
+def test_host_without_v3_api_gets_one_log_line_and_no_nodes(comfy_host, tmp_path, monkeypatch, caplog):
+    """A ComfyUI without comfy_api.latest (< 0.3.52): the host's own loader imports the pack, which
+    logs one line naming the version it needs and the one found, registers nothing, raises nothing.
+    The pack's entry files are copied under another folder name so the host gives them a fresh
+    module; comfy_api.latest is made unimportable for the duration."""
+    import asyncio
+    import logging
+    import shutil
+
+    import nodes
+
+    pack = tmp_path / "comfyui-photomaker-stackedid"
+    pack.mkdir()
+    for name in ("__init__.py", "pyproject.toml"):  # no nodes/: importing it would fail the load
+        shutil.copy(REPO / name, pack / name)
+    monkeypatch.setitem(sys.modules, "comfy_api.latest", None)
+    before = dict(nodes.NODE_CLASS_MAPPINGS)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        ok = asyncio.run(nodes.load_custom_node(str(pack)))
+    assert ok is True
+    assert nodes.NODE_CLASS_MAPPINGS == before
+    problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(problems) == 1, [r.getMessage() for r in problems]
+    msg = problems[0].getMessage()
+    required = _pyproject()["tool"]["comfy"]["requires-comfyui"].removeprefix(">=")
+    assert msg.startswith(f"StackedID/PhotoMaker needs ComfyUI >= {required}"), msg
+    assert f"found {comfy_host.host_version()}" in msg and problems[0].exc_info is None
