@@ -54,7 +54,7 @@ class StackedIDApply(io.ComfyNode):
                 identity_strength=1.0, identity_2=None, trigger_word_2="img2") -> io.NodeOutput:
         bindings = [Binding(trigger_word.strip(), identity, "identity")]
         if identity_2 is not None:
-            bindings.append(Binding((trigger_word_2 or "").strip(), identity_2, "identity_2"))
+            bindings.append(Binding((trigger_word_2 or "").strip(), identity_2, "identity_2", "trigger_word_2"))
         cond, text_only = build_conditioning(cls.NAME, clip, encoder, bindings, text, style_strength,
                                              identity_strength)
         return io.NodeOutput(cond, text_only)

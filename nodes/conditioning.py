@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from ..photomaker_core.errors import PhotoMakerError
-from ..photomaker_core.tokens import Trigger, TriggerError, expand_tokens, spec_from_vocab, strip_special
+from ..photomaker_core.tokens import (Trigger, TriggerError, expand_tokens, host_layout, spec_from_vocab,
+                                      strip_special)
 from .host import NodeInputError, require_sdxl_clip
 
 _SPECS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -21,11 +22,13 @@ _SPECS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 @dataclass
 class Binding:
-    """One trigger word bound to one identity."""
+    """One trigger word bound to one identity, with the node inputs they came from (errors name
+    the input the user must change)."""
 
     trigger: str
     identity: object  # photomaker_core.identity.Identity
-    input_name: str
+    input_name: str  # the identity's input, e.g. "identity_2"
+    trigger_input: str = "trigger_word"  # the trigger word's input, e.g. "trigger_word_2"
 
 
 def tokenizer_specs(sd_tokenizer) -> dict:
@@ -79,7 +82,8 @@ def same_tokens(a: dict, b: dict) -> bool:
 def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str):
     """Checks the inputs and tokenizes the prompt twice: with each trigger's class word repeated
     once per ID token (-> id_tokens, positions[trigger] = the fused rows) and with the triggers
-    removed (-> text_tokens). Returns (id_tokens, text_tokens, positions)."""
+    removed (-> text_tokens), both laid out by the host's tokenizer exactly as CLIPTextEncode lays
+    out the equivalent plain prompt. Returns (id_tokens, text_tokens, positions)."""
     sd_tok = require_sdxl_clip(clip, node)
     _check_bindings(node, encoder, bindings)
     specs = tokenizer_specs(sd_tok)
@@ -88,37 +92,45 @@ def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str
     except Exception as e:  # the host's tokenizer, e.g. IndexError on a bare trailing "embedding:"
         raise NodeInputError(node, "text", f"ComfyUI's tokenizer failed on this prompt ({type(e).__name__}: {e}); "
                                            f"check its embedding: names and brackets") from e
-    id_triggers = []
-    for b in bindings:
-        try:
-            id_triggers.append(Trigger(b.trigger, trigger_ids(sd_tok, b.trigger), b.identity.num_tokens))
-        except TriggerError as e:  # e.g. a trigger word the tokenizer turns into no tokens at all
-            raise NodeInputError(node, "trigger_word" if b.input_name == "identity" else "trigger_word_2",
-                                 str(e)) from e
+    id_triggers = [_trigger(node, sd_tok, b) for b in bindings]
+    seen = {}
+    for b, t in zip(bindings, id_triggers):  # e.g. "img" and "ımg": different text, same tokens
+        if t.ids in seen:
+            raise NodeInputError(node, b.trigger_input, f"{b.trigger!r} is the same word as {seen[t.ids]!r} to the "
+                                                        "tokenizer: give the two identities different trigger words "
+                                                        "(e.g. 'img' and 'img2')")
+        seen[t.ids] = b.trigger
     text_triggers = [Trigger(t.name, t.ids, 1) for t in id_triggers]
+    layout = host_layout(lambda skeleton: clip.tokenize(skeleton, return_word_ids=True))
     try:
-        id_tokens, positions = expand_tokens(tokens, specs, id_triggers)
-        text_tokens, _ = expand_tokens(tokens, specs, text_triggers)
+        id_tokens, positions = expand_tokens(tokens, specs, id_triggers, layout)
+        text_tokens, _ = expand_tokens(tokens, specs, text_triggers, layout)
     except TriggerError as e:
         raise NodeInputError(node, "text", str(e)) from e
     return id_tokens, text_tokens, positions
 
 
+def _trigger(node: str, sd_tok, binding: Binding) -> Trigger:
+    """The binding's Trigger (its class word repeated once per ID token)."""
+    try:
+        return Trigger(binding.trigger, trigger_ids(sd_tok, binding.trigger), binding.identity.num_tokens)
+    except TriggerError as e:  # e.g. a trigger word the tokenizer turns into no tokens at all
+        raise NodeInputError(node, binding.trigger_input, str(e)) from e
+
+
 def fuse_bindings(node: str, encoder, bindings: list[Binding], id_cond, positions, identity_strength: float):
     """The expanded prompt's encoding with each binding's class-word rows fused with its ID tokens
     (a new tensor)."""
-    rows, id_rows, weights = [], [], []
-    for b in bindings:
-        rows += positions[b.trigger]
-        id_rows.append(b.identity.flat_tokens())
-        weights.append(b.identity.flat_weights() * float(identity_strength))
     if not torch.isfinite(id_cond).all():
         raise NodeInputError(node, "text", "the prompt's weights make the CLIP output NaN or infinite (e.g. "
                                            "(word:1e39), (word:inf)): use ordinary weights such as (word:1.2)")
-    try:
-        fused = encoder.fuse(id_cond, rows, torch.cat(id_rows), torch.cat(weights))
-    except PhotoMakerError as e:
-        raise NodeInputError(node, bindings[0].input_name if len(bindings) == 1 else "identity", str(e)) from e
+    fused = id_cond
+    for b in bindings:  # one pass per identity (disjoint rows), so an error names that identity's input
+        try:
+            fused = encoder.fuse(fused, positions[b.trigger], b.identity.flat_tokens(),
+                                 b.identity.flat_weights() * float(identity_strength))
+        except PhotoMakerError as e:
+            raise NodeInputError(node, b.input_name, str(e)) from e
     if not torch.isfinite(fused).all():
         raise NodeInputError(node, "text", "fusing the identity gave NaN or infinite values: a prompt weight is "
                                            "extreme (e.g. (man:1e30) on the class word); use ordinary weights "
@@ -137,12 +149,16 @@ def schedule(text_cond, text_pooled, id_cond, id_pooled, style_strength: float) 
 
 
 def _check_bindings(node: str, encoder, bindings: list[Binding]) -> None:
-    words = [b.trigger.strip() for b in bindings]
-    if any(not w or " " in w for w in words):
-        raise NodeInputError(node, "trigger_word", "a trigger word must be one word without spaces, e.g. 'img'")
-    if len(set(w.lower() for w in words)) != len(words):
-        raise NodeInputError(node, "trigger_word_2", "the two identities need different trigger words "
-                                                     "(e.g. 'img' and 'img2')")
+    seen = set()
+    for b in bindings:
+        word = b.trigger.strip()
+        if not word or any(c.isspace() for c in word):
+            raise NodeInputError(node, b.trigger_input, f"{b.trigger!r} is not a trigger word: use one word "
+                                                        "without spaces, e.g. 'img'")
+        if word.lower() in seen:
+            raise NodeInputError(node, b.trigger_input, "the two identities need different trigger words "
+                                                        "(e.g. 'img' and 'img2')")
+        seen.add(word.lower())
     for b in bindings:
         if b.identity.version != encoder.version:
             raise NodeInputError(node, b.input_name,
