@@ -548,7 +548,7 @@ def fuzz_tokenizer(comfy_host, tmp_path_factory):
 
 def fuzz_tokens_once(tokenizer, specs, text, triggers):
     """The token-logic property for one prompt. Returns 'ok' or 'error'."""
-    from photomaker_core.tokens import Trigger, TriggerError, expand_tokens, is_token_id
+    from photomaker_core.tokens import Trigger, TriggerError, expand_tokens, host_layout, is_token_id
 
     def ids(word):
         return tuple(tokenizer.clip_g.tokenizer(word)["input_ids"][1:-1])
@@ -563,7 +563,8 @@ def fuzz_tokens_once(tokenizer, specs, text, triggers):
         return "host-tokenizer-error"
     trig = [Trigger(name, ids(name), repeat) for name, repeat in triggers]
     try:
-        new, positions = expand_tokens(tokens, specs, trig)
+        new, positions = expand_tokens(tokens, specs, trig,
+                                       host_layout(lambda t: tokenizer.tokenize_with_weights(t, True)))
     except TriggerError as e:
         assert len(str(e)) > 20, repr(e)
         return "error"
