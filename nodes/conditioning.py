@@ -94,10 +94,10 @@ def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str
                                            f"check its embedding: names and brackets") from e
     id_triggers = [_trigger(node, sd_tok, b) for b in bindings]
     seen = {}
-    for b, t in zip(bindings, id_triggers):  # e.g. "img" and "ımg": different text, same tokens
+    for b, t in zip(bindings, id_triggers):  # "img" and "IMG" too: the tokenizer lowercases
         if t.ids in seen:
             raise NodeInputError(node, b.trigger_input, f"{b.trigger!r} is the same word as {seen[t.ids]!r} to the "
-                                                        "tokenizer: give the two identities different trigger words "
+                                                        "tokenizer: the two identities need different trigger words "
                                                         "(e.g. 'img' and 'img2')")
         seen[t.ids] = b.trigger
     text_triggers = [Trigger(t.name, t.ids, 1) for t in id_triggers]
@@ -149,17 +149,13 @@ def schedule(text_cond, text_pooled, id_cond, id_pooled, style_strength: float) 
 
 
 def _check_bindings(node: str, encoder, bindings: list[Binding]) -> None:
-    seen = set()
     for b in bindings:
         word = b.trigger.strip()
         if not word or any(c.isspace() for c in word):
             raise NodeInputError(node, b.trigger_input, f"{b.trigger!r} is not a trigger word: use one word "
                                                         "without spaces, e.g. 'img'")
-        if word.lower() in seen:
-            raise NodeInputError(node, b.trigger_input, "the two identities need different trigger words "
-                                                        "(e.g. 'img' and 'img2')")
-        seen.add(word.lower())
-    for b in bindings:
+        if b.identity.num_tokens < 1:  # a hand-made identity; saved ones with no image are refused at load
+            raise NodeInputError(node, b.input_name, "this identity holds no images: encode at least one photo")
         if b.identity.version != encoder.version:
             raise NodeInputError(node, b.input_name,
                                  f"this identity was encoded with PhotoMaker {b.identity.version.upper()} but "

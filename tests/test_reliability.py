@@ -706,7 +706,7 @@ def test_empty_identity_is_a_node_error(tiny_clip, encoders):
     with pytest.raises(ValueError) as e:
         call("StackedIDApply", clip=tiny_clip, encoder=encoders["v1"], identity=empty, text="a man img",
              trigger_word="img")
-    assert_node_error(e, "trigger_word", "PhotoMaker Apply")
+    assert_node_error(e, "identity", "PhotoMaker Apply")
 
 
 def test_thousand_token_prompt_through_apply(tiny_clip, encoders, fuzz_env):
