@@ -124,18 +124,30 @@ def fuse_bindings(node: str, encoder, bindings: list[Binding], id_cond, position
     if not torch.isfinite(id_cond).all():
         raise NodeInputError(node, "text", "the prompt's weights make the CLIP output NaN or infinite (e.g. "
                                            "(word:1e39), (word:inf)): use ordinary weights such as (word:1.2)")
-    fused = id_cond
-    for b in bindings:  # one pass per identity (disjoint rows), so an error names that identity's input
-        try:
-            fused = encoder.fuse(fused, positions[b.trigger], b.identity.flat_tokens(),
-                                 b.identity.flat_weights() * float(identity_strength))
-        except PhotoMakerError as e:
-            raise NodeInputError(node, b.input_name, str(e)) from e
+    rows, id_rows, weights = [], [], []
+    for b in bindings:
+        rows += positions[b.trigger]
+        id_rows.append(b.identity.flat_tokens())
+        weights.append(b.identity.flat_weights() * float(identity_strength))
+    try:
+        fused = encoder.fuse(id_cond, rows, torch.cat(id_rows), torch.cat(weights))
+    except PhotoMakerError as e:
+        raise NodeInputError(node, _failing_identity(encoder, bindings, id_cond, positions), str(e)) from e
     if not torch.isfinite(fused).all():
         raise NodeInputError(node, "text", "fusing the identity gave NaN or infinite values: a prompt weight is "
                                            "extreme (e.g. (man:1e30) on the class word); use ordinary weights "
                                            "such as (word:1.2)")
     return fused
+
+
+def _failing_identity(encoder, bindings: list[Binding], id_cond, positions) -> str:
+    """The input of the identity that fusion refuses (fused alone, only on the error path)."""
+    for b in bindings:
+        try:
+            encoder.fuse(id_cond, positions[b.trigger], b.identity.flat_tokens(), b.identity.flat_weights())
+        except PhotoMakerError:
+            return b.input_name
+    return bindings[-1].input_name
 
 
 def schedule(text_cond, text_pooled, id_cond, id_pooled, style_strength: float) -> list:
