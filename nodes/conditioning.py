@@ -13,11 +13,17 @@ from dataclasses import dataclass
 import torch
 
 from ..photomaker_core.errors import PhotoMakerError
-from ..photomaker_core.tokens import (Trigger, TriggerError, expand_tokens, host_layout, spec_from_vocab,
-                                      strip_special)
+from ..photomaker_core.tokens import (
+    Trigger,
+    TriggerError,
+    expand_tokens,
+    host_layout,
+    spec_from_vocab,
+    strip_special,
+)
 from .host import NodeInputError, require_sdxl_clip
 
-_SPECS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_SPECS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass

@@ -45,10 +45,11 @@ Differences from the reference implementation, on purpose:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from numbers import Integral
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from graph_fixtures import graph
 from test_graph import call
 
@@ -26,14 +25,11 @@ def assert_names(message: str, node: str, input_name: str) -> None:
 
 
 def with_v2_identity(g: dict) -> dict:
-    """Adds a V2 encoder and a V2 identity of the same photo (node "22")."""
-    g["20"] = {"class_type": "StackedIDLoader", "inputs": {"photomaker_file": "tiny-v2.safetensors",
-                                                          "lora_strength": 1.0}}
-    g["21"] = {"class_type": "StackedIDFaceAnalysisLoader",
-               "inputs": {"model_pack": "buffalo_l", "provider": "CPU", "det_size": 640}}
-    g["22"] = {"class_type": "StackedIDEncode",
-               "inputs": {"encoder": ["20", 0], "images": ["3", 0], "face_analysis": ["21", 0], "no_face": "error",
-                          "face_select": "best score", "crop_to_face": False}}
+    """Adds graph("v2")'s V2 loader, face analysis and Encode Identity as nodes 20-22 (node "22" is a V2
+    identity of the same photo)."""
+    v2 = graph("v2")
+    g["20"], g["21"], g["22"] = v2["2"], v2["4"], v2["5"]
+    g["22"]["inputs"].update(encoder=["20", 0], face_analysis=["21", 0])
     return g
 
 
@@ -131,8 +127,8 @@ def sd15_clip(comfy_host):
     from support import tiny_sdxl
 
     class TinySD1Clip(comfy.sd1_clip.SD1ClipModel):
-        def __init__(self, device="cpu", dtype=None, model_options={}):
-            options = {"clip_l_model_config": tiny_sdxl.TINY_CLIP_L, **model_options}
+        def __init__(self, device="cpu", dtype=None, model_options=None):
+            options = {"clip_l_model_config": tiny_sdxl.TINY_CLIP_L, **(model_options or {})}
             super().__init__(device=device, dtype=dtype, model_options=options)
 
     with torch.inference_mode(False):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from test_graph import call, node
 
 pytestmark = pytest.mark.host
@@ -132,7 +131,7 @@ def test_controlnet_prompt_equals_text_only_for_long_prompts(tiny_clip, encoder,
     cond, text_only = call("StackedIDApply", clip=tiny_clip, encoder=encoder, identity=identities[3], text=text,
                            trigger_word="img", style_strength=0.2, identity_strength=1.0)
     cls = node("CLIPTextEncodeControlnet")
-    kwargs = dict(clip=tiny_clip, conditioning=cond, text=f"{before} a (man:1.2), {after}")
+    kwargs = {"clip": tiny_clip, "conditioning": cond, "text": f"{before} a (man:1.2), {after}"}
     with torch.inference_mode():
         out = cls().encode(**kwargs) if hasattr(cls, "encode") else cls.execute(**kwargs)
     controlled = out[0] if isinstance(out, tuple) else out.result[0]

@@ -181,6 +181,16 @@ def test_spec_from_vocab_reads_word_ends(host_tok):
     assert TokenizerSpec(START, END, 0).ends_word(123)  # default: every token ends a word
 
 
+def test_skeleton_prompt_is_one_host_word_group_per_size(host_tok):
+    # The layout relies on this: each "(a ... a:1)" segment is one word group of that many tokens.
+    assert skeleton_prompt([2, 1]) == "(a a:1)(a:1)"
+    chunks = host_tok.tokens(skeleton_prompt([3, 1, 2]))["g"]
+    assert [slot[2] for slot in content(chunks)] == [1, 1, 1, 2, 3, 3]
+    assert {slot[1] for slot in content(chunks)} == {1.0}
+    with pytest.raises(ValueError, match="positive"):
+        skeleton_prompt([2, 0])
+
+
 def test_trigger_validation():
     with pytest.raises(TriggerError, match="no tokens"):
         Trigger("", (), 1)
