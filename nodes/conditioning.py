@@ -85,11 +85,12 @@ def same_tokens(a: dict, b: dict) -> bool:
         return False
 
 
-def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str):
+def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str, only: str | None = None):
     """Checks the inputs and tokenizes the prompt twice: with each trigger's class word repeated
     once per ID token (-> id_tokens, positions[trigger] = the fused rows) and with the triggers
     removed (-> text_tokens), both laid out by the host's tokenizer exactly as CLIPTextEncode lays
-    out the equivalent plain prompt. Returns (id_tokens, text_tokens, positions)."""
+    out the equivalent plain prompt. Returns (id_tokens, text_tokens, positions). With `only` (a
+    trigger word), only that trigger is expanded in id_tokens; the others are removed as in text_tokens."""
     sd_tok = require_sdxl_clip(clip, node)
     _check_bindings(node, encoder, bindings)
     specs = tokenizer_specs(sd_tok)
@@ -98,7 +99,8 @@ def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str
     except Exception as e:  # the host's tokenizer, e.g. IndexError on a bare trailing "embedding:"
         raise NodeInputError(node, "text", f"ComfyUI's tokenizer failed on this prompt ({type(e).__name__}: {e}); "
                                            f"check its embedding: names and brackets") from e
-    id_triggers = [_trigger(node, sd_tok, b) for b in bindings]
+    id_triggers = [_trigger(node, sd_tok, b, b.identity.num_tokens if only in (None, b.trigger) else 1)
+                   for b in bindings]
     seen = {}
     for b, t in zip(bindings, id_triggers):  # "img" and "IMG" too: the tokenizer lowercases
         if t.ids in seen:
@@ -116,10 +118,10 @@ def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str
     return id_tokens, text_tokens, positions
 
 
-def _trigger(node: str, sd_tok, binding: Binding) -> Trigger:
-    """The binding's Trigger (its class word repeated once per ID token)."""
+def _trigger(node: str, sd_tok, binding: Binding, repeat: int) -> Trigger:
+    """The binding's Trigger (its class word written `repeat` times)."""
     try:
-        return Trigger(binding.trigger, trigger_ids(sd_tok, binding.trigger), binding.identity.num_tokens)
+        return Trigger(binding.trigger, trigger_ids(sd_tok, binding.trigger), repeat)
     except TriggerError as e:  # e.g. a trigger word the tokenizer turns into no tokens at all
         raise NodeInputError(node, binding.trigger_input, str(e)) from e
 
