@@ -51,6 +51,8 @@ from functools import lru_cache
 from numbers import Integral
 from typing import Any
 
+from .errors import PhotoMakerError
+
 logger = logging.getLogger(__name__)
 
 GLUE = frozenset("-'/.")  # punctuation that may join the class word to the trigger ("man-img")
@@ -150,7 +152,7 @@ def host_layout(tokenize: Callable[[str], Mapping[str, Sequence[Sequence[tuple]]
     return layout
 
 
-class TriggerError(ValueError):
+class TriggerError(PhotoMakerError, ValueError):
     """The prompt and the trigger words do not fit together; the message says how to fix it."""
 
 
