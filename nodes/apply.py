@@ -62,7 +62,7 @@ class StackedIDApply(io.ComfyNode):
                 mask_2=None) -> io.NodeOutput:
         bindings = [Binding(trigger_word.strip(), identity, "identity")]
         if identity_2 is not None:
-            bindings.append(Binding((trigger_word_2 or "").strip(), identity_2, "identity_2"))
+            bindings.append(Binding((trigger_word_2 or "").strip(), identity_2, "identity_2", "trigger_word_2"))
         masks = region_masks(cls.NAME, bindings, mask, mask_2)
         if masks is None:
             cond, text_only = build_conditioning(cls.NAME, clip, encoder, bindings, text, style_strength,

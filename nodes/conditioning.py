@@ -13,19 +13,28 @@ from dataclasses import dataclass
 import torch
 
 from ..photomaker_core.errors import PhotoMakerError
-from ..photomaker_core.tokens import Trigger, TriggerError, expand_tokens, spec_from_vocab, strip_special
+from ..photomaker_core.tokens import (
+    Trigger,
+    TriggerError,
+    expand_tokens,
+    host_layout,
+    spec_from_vocab,
+    strip_special,
+)
 from .host import NodeInputError, require_sdxl_clip
 
-_SPECS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_SPECS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
 class Binding:
-    """One trigger word bound to one identity."""
+    """One trigger word bound to one identity, with the node inputs they came from (errors name
+    the input the user must change)."""
 
     trigger: str
     identity: object  # photomaker_core.identity.Identity
-    input_name: str
+    input_name: str  # the identity's input, e.g. "identity_2"
+    trigger_input: str = "trigger_word"  # the trigger word's input, e.g. "trigger_word_2"
 
 
 def tokenizer_specs(sd_tokenizer) -> dict:
@@ -79,8 +88,9 @@ def same_tokens(a: dict, b: dict) -> bool:
 def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str, only: str | None = None):
     """Checks the inputs and tokenizes the prompt twice: with each trigger's class word repeated
     once per ID token (-> id_tokens, positions[trigger] = the fused rows) and with the triggers
-    removed (-> text_tokens). Returns (id_tokens, text_tokens, positions). With `only` (a trigger
-    word), only that trigger is expanded in id_tokens; the others are removed as in text_tokens."""
+    removed (-> text_tokens), both laid out by the host's tokenizer exactly as CLIPTextEncode lays
+    out the equivalent plain prompt. Returns (id_tokens, text_tokens, positions). With `only` (a
+    trigger word), only that trigger is expanded in id_tokens; the others are removed as in text_tokens."""
     sd_tok = require_sdxl_clip(clip, node)
     _check_bindings(node, encoder, bindings)
     specs = tokenizer_specs(sd_tok)
@@ -89,43 +99,63 @@ def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str
     except Exception as e:  # the host's tokenizer, e.g. IndexError on a bare trailing "embedding:"
         raise NodeInputError(node, "text", f"ComfyUI's tokenizer failed on this prompt ({type(e).__name__}: {e}); "
                                            f"check its embedding: names and brackets") from e
-    id_triggers = []
-    for b in bindings:
-        try:
-            count = b.identity.num_tokens if only is None or b.trigger == only else 1
-            id_triggers.append(Trigger(b.trigger, trigger_ids(sd_tok, b.trigger), count))
-        except TriggerError as e:  # e.g. a trigger word the tokenizer turns into no tokens at all
-            raise NodeInputError(node, "trigger_word" if b.input_name == "identity" else "trigger_word_2",
-                                 str(e)) from e
+    id_triggers = [_trigger(node, sd_tok, b, b.identity.num_tokens if only in (None, b.trigger) else 1)
+                   for b in bindings]
+    seen = {}
+    for b, t in zip(bindings, id_triggers):  # "img" and "IMG" too: the tokenizer lowercases
+        if t.ids in seen:
+            raise NodeInputError(node, b.trigger_input, f"{b.trigger!r} is the same word as {seen[t.ids]!r} to the "
+                                                        "tokenizer: the two identities need different trigger words "
+                                                        "(e.g. 'img' and 'img2')")
+        seen[t.ids] = b.trigger
     text_triggers = [Trigger(t.name, t.ids, 1) for t in id_triggers]
+    layout = host_layout(lambda skeleton: clip.tokenize(skeleton, return_word_ids=True))
     try:
-        id_tokens, positions = expand_tokens(tokens, specs, id_triggers)
-        text_tokens, _ = expand_tokens(tokens, specs, text_triggers)
+        id_tokens, positions = expand_tokens(tokens, specs, id_triggers, layout)
+        text_tokens, _ = expand_tokens(tokens, specs, text_triggers, layout)
     except TriggerError as e:
         raise NodeInputError(node, "text", str(e)) from e
     return id_tokens, text_tokens, positions
 
 
+def _trigger(node: str, sd_tok, binding: Binding, repeat: int) -> Trigger:
+    """The binding's Trigger (its class word written `repeat` times)."""
+    try:
+        return Trigger(binding.trigger, trigger_ids(sd_tok, binding.trigger), repeat)
+    except TriggerError as e:  # e.g. a trigger word the tokenizer turns into no tokens at all
+        raise NodeInputError(node, binding.trigger_input, str(e)) from e
+
+
 def fuse_bindings(node: str, encoder, bindings: list[Binding], id_cond, positions, identity_strength: float):
     """The expanded prompt's encoding with each binding's class-word rows fused with its ID tokens
     (a new tensor)."""
+    if not torch.isfinite(id_cond).all():
+        raise NodeInputError(node, "text", "the prompt's weights make the CLIP output NaN or infinite (e.g. "
+                                           "(word:1e39), (word:inf)): use ordinary weights such as (word:1.2)")
     rows, id_rows, weights = [], [], []
     for b in bindings:
         rows += positions[b.trigger]
         id_rows.append(b.identity.flat_tokens())
         weights.append(b.identity.flat_weights() * float(identity_strength))
-    if not torch.isfinite(id_cond).all():
-        raise NodeInputError(node, "text", "the prompt's weights make the CLIP output NaN or infinite (e.g. "
-                                           "(word:1e39), (word:inf)): use ordinary weights such as (word:1.2)")
     try:
         fused = encoder.fuse(id_cond, rows, torch.cat(id_rows), torch.cat(weights))
     except PhotoMakerError as e:
-        raise NodeInputError(node, bindings[0].input_name if len(bindings) == 1 else "identity", str(e)) from e
+        raise NodeInputError(node, _failing_identity(encoder, bindings, id_cond, positions), str(e)) from e
     if not torch.isfinite(fused).all():
         raise NodeInputError(node, "text", "fusing the identity gave NaN or infinite values: a prompt weight is "
                                            "extreme (e.g. (man:1e30) on the class word); use ordinary weights "
                                            "such as (word:1.2)")
     return fused
+
+
+def _failing_identity(encoder, bindings: list[Binding], id_cond, positions) -> str:
+    """The input of the identity that fusion refuses (fused alone, only on the error path)."""
+    for b in bindings:
+        try:
+            encoder.fuse(id_cond, positions[b.trigger], b.identity.flat_tokens(), b.identity.flat_weights())
+        except PhotoMakerError:
+            return b.input_name
+    return bindings[-1].input_name
 
 
 def schedule(text_cond, text_pooled, id_cond, id_pooled, style_strength: float) -> list:
@@ -139,13 +169,13 @@ def schedule(text_cond, text_pooled, id_cond, id_pooled, style_strength: float) 
 
 
 def _check_bindings(node: str, encoder, bindings: list[Binding]) -> None:
-    words = [b.trigger.strip() for b in bindings]
-    if any(not w or " " in w for w in words):
-        raise NodeInputError(node, "trigger_word", "a trigger word must be one word without spaces, e.g. 'img'")
-    if len(set(w.lower() for w in words)) != len(words):
-        raise NodeInputError(node, "trigger_word_2", "the two identities need different trigger words "
-                                                     "(e.g. 'img' and 'img2')")
     for b in bindings:
+        word = b.trigger.strip()
+        if not word or any(c.isspace() for c in word):
+            raise NodeInputError(node, b.trigger_input, f"{b.trigger!r} is not a trigger word: use one word "
+                                                        "without spaces, e.g. 'img'")
+        if b.identity.num_tokens < 1:  # a hand-made identity; saved ones with no image are refused at load
+            raise NodeInputError(node, b.input_name, "this identity holds no images: encode at least one photo")
         if b.identity.version != encoder.version:
             raise NodeInputError(node, b.input_name,
                                  f"this identity was encoded with PhotoMaker {b.identity.version.upper()} but "

@@ -1,65 +1,105 @@
 """Trigger-word expansion on ComfyUI token lists (PhotoMaker prompt handling, spec section 3).
 
 ComfyUI tokenizes a prompt, per CLIP ("l" and "g" for SDXL), into a list of chunks of
-`max_length` (77) tuples: `(token, weight)` or `(token, weight, word_id)`. A chunk is laid out as
-start token, content, end token, padding. `token` is a vocabulary id (an int) or an opaque
-embedding (a textual-inversion vector, a torch tensor); the host tells them apart with
-`isinstance(token, numbers.Integral)` and so does this module.
+`max_length` (77) tuples `(token, weight, word_id)`. A chunk is laid out as start token, content,
+end token, padding. `token` is a vocabulary id (an int) or an opaque embedding (a textual-inversion
+vector, a torch tensor); the host tells them apart with `isinstance(token, numbers.Integral)` and so
+does this module. The word id numbers the host's "word groups": one per weighted segment of the
+prompt (text between `(...:w)` brackets) and one per `embedding:name`.
 
 PhotoMaker marks the identity with a trigger word written right after a class word
-("a photo of a man img"). For each trigger, the class token (the single token right before the
-trigger) replaces [class, trigger] with `repeat` copies of itself; the encoder later fuses the ID
-embeddings into exactly those rows. This module does that rewrite on the token lists and reports
-the flat row indices of the copies. It is a plain library: no ComfyUI imports.
+("a photo of a man img"). For each trigger this module rewrites the token list into two prompts:
+
+- the identity prompt: the class token repeated once per ID token (`repeat` copies), the trigger
+  removed; the encoder later fuses the ID embeddings into exactly those rows (`positions`);
+- the text-only prompt: the same with one copy (the trigger removed, nothing repeated).
+
+Class word rule. The class word is the nearest word token before the trigger (for a word that BPE
+splits, like "schoolgirl", its last piece "girl"; an `embedding:name` counts as a word, its last
+vector is the class token). Punctuation glued between the class word and the trigger, made only of
+`-`, `'`, `/` or `.` ("man-img", "man'img", "man/img", "man.img"), is skipped and removed with
+the trigger. Any other token before the trigger ("a man, img", "(img") or nothing at all ("img, a
+man", "-img") is an error naming the trigger and what was found: the identity is never fused into
+punctuation. Whitespace does not count: the CLIP tokenizer drops it, so "man - img" is "man-img".
+
+Layout. Both prompts are laid out exactly as ComfyUI lays out the equivalent plain prompt (the
+prompt with the trigger removed; for the identity prompt, the class word written `repeat` times):
+the edited content keeps the host's word groups (the class copies join the class token's group, a
+group left empty disappears), and the host's own tokenizer chunks a prompt with those group sizes
+(`skeleton_prompt`); the content is then poured into the host's slots. So the chunking rules (77
+tokens with start/end/padding, a word group that does not fit moved whole to the next chunk, a long
+one split) are the host's, on every host version, and nothing is re-implemented here. It is a plain
+library: no ComfyUI imports; the caller passes the host's tokenizer in as `layout`.
 
 Differences from the reference implementation, on purpose:
 
 - Matching is on token ids of whole words. The CLIP tokenizer lowercases text, so "IMG" and "img"
   both match (the reference matched case-sensitively), and "imgur", "ximg" or "imgs" never match
   (the reference also matched inside such words).
-- A missing trigger and a repeated trigger get distinct, actionable errors (the reference said
-  "multiple trigger words" for both).
-- Long prompts are re-chunked instead of truncated at 77 tokens, so text after the trigger (and the
-  end token) is never pushed out.
+- A missing trigger, a repeated trigger and a trigger without a class word get distinct, actionable
+  errors (the reference said "multiple trigger words" for the first two, and fused into whatever
+  token came before the trigger, punctuation included).
+- Long prompts are re-chunked by the host's rules instead of truncated at 77 tokens, so text after
+  the trigger (and the end token) is never pushed out.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from numbers import Integral
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
+
+from .errors import PhotoMakerError
 
 logger = logging.getLogger(__name__)
 
+GLUE = frozenset("-'/.")  # punctuation that may join the class word to the trigger ("man-img")
+END_OF_WORD = "</w>"  # CLIP BPE marks the last piece of a word with it
 
-def _always_ends_word(token_id: int) -> bool:
-    """Default word-boundary test: every token ends a word (safe when no vocabulary is known)."""
-    return True
+# group sizes -> the host's chunks of a prompt with word groups of those sizes, per CLIP key
+Layout = Callable[[tuple[int, ...]], Mapping[str, Sequence[Sequence[tuple]]]]
+
+
+def _no_piece(token_id: int) -> str | None:
+    """Default vocabulary lookup: unknown (every token then counts as a whole word)."""
+    return None
 
 
 @dataclass(frozen=True)
 class TokenizerSpec:
-    """The parts of a ComfyUI SDTokenizer that the chunk layout depends on.
+    """The parts of a ComfyUI SDTokenizer that the trigger logic depends on.
 
-    `ends_word(id)` tells whether a vocabulary id ends a word (CLIP BPE: the piece ends with
-    "</w>"); it is what keeps "imgur" from matching the trigger "img".
+    `piece(id)` is the id's BPE piece ("man</w>", "school", ",</w>") or None when unknown; it tells
+    word ends (what keeps "imgur" from matching "img") and words from punctuation (class word rule).
     """
 
     start: int | None
     end: int | None
     pad: int
     max_length: int = 77
-    ends_word: Callable[[int], bool] = _always_ends_word
+    piece: Callable[[int], str | None] = _no_piece
 
-    def __post_init__(self) -> None:
-        if self.content_capacity < 1:
-            raise ValueError(f"max_length={self.max_length} leaves no room for content tokens")
+    def text(self, token_id: int) -> str | None:
+        """The piece without the end-of-word mark ("man"), None when unknown."""
+        piece = self.piece(int(token_id))
+        return None if piece is None else str(piece).removesuffix(END_OF_WORD)
 
-    @property
-    def content_capacity(self) -> int:
-        """How many content tokens fit in one chunk (max_length minus start and end slots)."""
-        return self.max_length - (self.start is not None) - (self.end is not None)
+    def ends_word(self, token_id: int) -> bool:
+        """Whether a vocabulary id ends a word. Unknown ids do, so they never glue two words."""
+        piece = self.piece(int(token_id))
+        return piece is None or str(piece).endswith(END_OF_WORD)
+
+    def is_word(self, token_id: int) -> bool:
+        """A piece that starts with a letter or digit ("man", "2"), or an unknown id."""
+        text = self.text(token_id)
+        return text is None or (text[:1].isalnum())
+
+    def is_glue(self, token_id: int) -> bool:
+        """A piece made only of GLUE characters ("-", "'", "/", ".", "--")."""
+        text = self.text(token_id)
+        return bool(text) and set(text) <= GLUE
 
 
 def spec_from_vocab(start: int | None, end: int | None, pad: int, max_length: int,
@@ -68,15 +108,10 @@ def spec_from_vocab(start: int | None, end: int | None, pad: int, max_length: in
 
     For ComfyUI: `spec_from_vocab(t.start_token, t.end_token, t.pad_token, t.max_length,
     t.tokenizer.convert_ids_to_tokens)` with `t` an SDTokenizer (`clip.tokenizer.clip_l` ...).
-    An id the vocabulary does not know counts as a word end, so it never glues two words together.
     """
-
-    @lru_cache(maxsize=None)  # the vocabulary lookup is a Python call per token; ids repeat a lot
-    def ends_word(token_id: int) -> bool:
-        piece = id_to_token(int(token_id))
-        return piece is None or str(piece).endswith("</w>")
-
-    return TokenizerSpec(start=start, end=end, pad=pad, max_length=max_length, ends_word=ends_word)
+    # the vocabulary lookup is a Python call per token; ids repeat a lot
+    return TokenizerSpec(start=start, end=end, pad=pad, max_length=max_length,
+                         piece=lru_cache(maxsize=None)(id_to_token))
 
 
 def strip_special(input_ids: Sequence[int], spec: TokenizerSpec) -> tuple[int, ...]:
@@ -92,7 +127,32 @@ def strip_special(input_ids: Sequence[int], spec: TokenizerSpec) -> tuple[int, .
     return tuple(ids)
 
 
-class TriggerError(ValueError):
+def skeleton_prompt(sizes: Sequence[int], word: str = "a") -> str:
+    """ComfyUI prompt text whose word groups have `sizes` tokens each, in order.
+
+    Each group is its own weighted segment, "(a a a:1)", which the host tokenizes as one word group;
+    `word` must be a single token for the tokenizer ("a" is for CLIP). The host's layout of this text
+    is the layout of any prompt with the same group sizes: its chunking looks at sizes only.
+    """
+    if any(size < 1 for size in sizes):
+        raise ValueError(f"word group sizes must be positive, got {list(sizes)}")
+    return "".join("(" + " ".join([word] * size) + ":1)" for size in sizes)
+
+
+def host_layout(tokenize: Callable[[str], Mapping[str, Sequence[Sequence[tuple]]]]) -> Layout:
+    """A Layout from the host's tokenizer call, e.g. `lambda text: clip.tokenize(text,
+    return_word_ids=True)` (the same call CLIPTextEncode makes, so the same tokenizer options)."""
+    memo: dict[tuple[int, ...], Mapping[str, Sequence[Sequence[tuple]]]] = {}
+
+    def layout(sizes: tuple[int, ...]) -> Mapping[str, Sequence[Sequence[tuple]]]:
+        if sizes not in memo:
+            memo[sizes] = tokenize(skeleton_prompt(sizes))
+        return memo[sizes]
+
+    return layout
+
+
+class TriggerError(PhotoMakerError, ValueError):
     """The prompt and the trigger words do not fit together; the message says how to fix it."""
 
 
@@ -124,14 +184,21 @@ class ExpandedPrompt:
 
 @dataclass(frozen=True)
 class _Match:
-    """A trigger found in the flat content: class token at `class_index`, trigger right after."""
+    """A trigger found in the flat content: class token at `class_index`, then glue punctuation,
+    then the trigger, which ends at `stop`."""
 
     trigger: Trigger
     class_index: int
+    stop: int
 
     @property
     def trigger_span(self) -> range:
-        return range(self.class_index + 1, self.class_index + 1 + len(self.trigger.ids))
+        return range(self.stop - len(self.trigger.ids), self.stop)
+
+    @property
+    def removed(self) -> range:
+        """Glue and trigger slots: what the rewrite drops after the class token."""
+        return range(self.class_index + 1, self.stop)
 
 
 def is_token_id(token: Any) -> bool:
@@ -145,6 +212,22 @@ def is_token_id(token: Any) -> bool:
 def _ends_word(token: Any, spec: TokenizerSpec) -> bool:
     """Whether a content token closes a word. An embedding is a word of its own."""
     return spec.ends_word(int(token)) if is_token_id(token) else True
+
+
+def _is_word(token: Any, spec: TokenizerSpec) -> bool:
+    return spec.is_word(int(token)) if is_token_id(token) else True
+
+
+def _is_glue(token: Any, spec: TokenizerSpec) -> bool:
+    return is_token_id(token) and spec.is_glue(int(token))
+
+
+def _describe(token: Any, spec: TokenizerSpec) -> str:
+    """How a token reads in an error message."""
+    if not is_token_id(token):
+        return "an embedding vector"
+    text = spec.text(int(token))
+    return repr(text) if text is not None else f"token {int(token)}"
 
 
 def _check_opaque_token(token: Any) -> None:
@@ -187,6 +270,20 @@ def _content_bounds(chunk: Sequence[tuple], spec: TokenizerSpec, chunk_index: in
     return range(begin, stop)
 
 
+def _flatten_content(chunks: Sequence[Sequence[tuple]], spec: TokenizerSpec) -> list[tuple]:
+    """All chunks' content slots in order (start, end and padding dropped)."""
+    flat: list[tuple] = []
+    for chunk_index, chunk in enumerate(chunks):
+        for index in _content_bounds(chunk, spec, chunk_index):
+            slot = chunk[index]
+            if len(slot) < 3:
+                raise ValueError("the token list has no word ids: tokenize with return_word_ids=True "
+                                 "(the layout keeps the host's word groups)")
+            _check_opaque_token(slot[0])
+            flat.append(slot)
+    return flat
+
+
 def _find_occurrences(flat: Sequence[tuple], trigger: Trigger, spec: TokenizerSpec) -> list[int]:
     """Start indices of whole-word occurrences of `trigger.ids` in the flat content.
 
@@ -224,6 +321,32 @@ def _claim_occurrences(flat: Sequence[tuple], spec: TokenizerSpec,
     return occurrences
 
 
+def _class_index(flat: Sequence[tuple], spec: TokenizerSpec, trigger: Trigger, start: int) -> int:
+    """The class token of the trigger starting at `start`: the nearest word token before it, glue
+    punctuation skipped (see the module docstring). Raises TriggerError when there is none."""
+    index = start - 1
+    while index >= 0 and _is_glue(flat[index][0], spec):
+        index -= 1
+    example = f"\"a photo of a man {trigger.name}\""
+    if index < 0 and start == 0:
+        raise TriggerError(
+            f"PhotoMaker trigger word {trigger.name!r} is the first word of the prompt, so there is "
+            f"no class word before it. Put the class word right before it, e.g. {example}.")
+    if index < 0:
+        glue = " ".join(_describe(slot[0], spec) for slot in flat[:start])
+        raise TriggerError(
+            f"PhotoMaker trigger word {trigger.name!r} has only punctuation ({glue}) before it, no "
+            f"class word. Put the class word right before it, e.g. {example}.")
+    token = flat[index][0]
+    if not _is_word(token, spec):
+        raise TriggerError(
+            f"PhotoMaker trigger word {trigger.name!r} follows {_describe(token, spec)}, which is not "
+            f"a word (punctuation), so it is unclear which word the identity binds to. "
+            f"Write the trigger right after the class word, e.g. {example} (only '-', \"'\", '/' "
+            "or '.' may join them, as in \"man-img\").")
+    return index
+
+
 def _locate(flat: Sequence[tuple], spec: TokenizerSpec,
             triggers: Sequence[Trigger]) -> list[_Match]:
     """Find each trigger exactly once, with a class token before it; raise TriggerError if not."""
@@ -243,12 +366,9 @@ def _locate(flat: Sequence[tuple], spec: TokenizerSpec,
                 f"PhotoMaker trigger word {trigger.name!r} appears {len(found)} times in the "
                 f"prompt; it must appear exactly once, right after the class word (e.g. \"a photo "
                 f"of a man {trigger.name}\"). Remove the other occurrences.")
-        if found[0] == 0:
-            raise TriggerError(
-                f"PhotoMaker trigger word {trigger.name!r} is the first word of the prompt, so "
-                f"there is no class word before it. Put the class word right before it, e.g. "
-                f"\"a photo of a man {trigger.name}\".")
-        matches.append(_Match(trigger=trigger, class_index=found[0] - 1))
+        class_index = _class_index(flat, spec, trigger, found[0])
+        matches.append(_Match(trigger=trigger, class_index=class_index,
+                              stop=found[0] + len(trigger.ids)))
     _check_disjoint(matches)
     return matches
 
@@ -273,134 +393,93 @@ def _check_disjoint(matches: Sequence[_Match]) -> None:
         for other in matches:
             if other is match:
                 continue
-            if match.class_index in other.trigger_span:
+            if match.class_index in other.removed:
                 raise TriggerError(
                     f"PhotoMaker trigger word {match.trigger.name!r} directly follows trigger "
                     f"word {other.trigger.name!r}, so it has no class word of its own. Give each "
                     f"trigger its own class word, e.g. \"a man {other.trigger.name} and a woman "
                     f"{match.trigger.name}\".")
-            if set(match.trigger_span) & set(other.trigger_span):
+            if set(match.removed) & set(other.removed):
                 raise TriggerError(
                     f"Trigger words {match.trigger.name!r} and {other.trigger.name!r} overlap in "
                     "the prompt; choose trigger words that are different whole words.")
 
 
-def _special(token: int, arity: int) -> tuple:
-    """A start/end/pad slot shaped like the input tuples (weight 1.0, word id 0)."""
-    return (token, 1.0, 0) if arity >= 3 else (token, 1.0)
+def _rewrite_content(flat: Sequence[tuple], matches: Sequence[_Match]
+                     ) -> tuple[list[tuple], list[Any], tuple[int, ...]]:
+    """The edited content: class slot -> `repeat` marked copies, glue and trigger slots dropped.
 
-
-def _build_chunks(content: Sequence[tuple], marks: Sequence[Any], spec: TokenizerSpec,
-                  arity: int) -> list[tuple[list[tuple], list[Any]]]:
-    """Lay content out as fresh chunks of content_capacity tokens each, never truncating.
-
-    Returns (chunk, per-slot marks) pairs; marks are None on start/end/pad slots.
-    """
-    built = []
-    capacity = spec.content_capacity
-    for offset in range(0, len(content), capacity):
-        chunk: list[tuple] = []
-        chunk_marks: list[Any] = []
-        if spec.start is not None:
-            chunk.append(_special(spec.start, arity))
-            chunk_marks.append(None)
-        chunk.extend(content[offset:offset + capacity])
-        chunk_marks.extend(marks[offset:offset + capacity])
-        if spec.end is not None:
-            chunk.append(_special(spec.end, arity))
-            chunk_marks.append(None)
-        padding = spec.max_length - len(chunk)
-        chunk.extend([_special(spec.pad, arity)] * padding)
-        chunk_marks.extend([None] * padding)
-        built.append((chunk, chunk_marks))
-    return built
-
-
-def _rewrite_content(flat: Sequence[tuple], owner: Sequence[int], n_chunks: int,
-                     matches: Sequence[_Match]) -> tuple[list[list[tuple]], list[list[Any]]]:
-    """New per-chunk content: class slot -> `repeat` marked copies, trigger slots dropped.
-
-    Marks say which slot holds which copy: (trigger name, copy index), None for other slots.
-
-    The copies stay in the chunk that held the class token (re-chunking may move some onward).
+    Returns (slots, marks, word group sizes). Marks say which slot holds which copy: (trigger name,
+    copy index), None for other slots. The copies stay in the class token's word group; a group
+    left empty (it held only the trigger) disappears, as it would from the plain prompt.
     """
     by_class = {m.class_index: m for m in matches}
-    dropped = {i for m in matches for i in m.trigger_span}
-    contents: list[list[tuple]] = [[] for _ in range(n_chunks)]
-    marks: list[list[Any]] = [[] for _ in range(n_chunks)]
+    dropped = {i for m in matches for i in m.removed}
+    slots: list[tuple] = []
+    marks: list[Any] = []
+    sizes: list[int] = []
+    last_group = None
     for index, slot in enumerate(flat):
         if index in dropped:
             continue
-        target = owner[index]
         match = by_class.get(index)
-        if match is None:
-            contents[target].append(slot)
-            marks[target].append(None)
-            continue
         # The tuple is copied verbatim (token, weight, word id): "(man:1.2) img" keeps 1.2 on all.
-        for copy in range(match.trigger.repeat):
-            contents[target].append(slot)
-            marks[target].append((match.trigger.name, copy))
-    return contents, marks
+        copies = [(None, None)] if match is None else [(match.trigger.name, c)
+                                                        for c in range(match.trigger.repeat)]
+        for name, copy in copies:
+            slots.append(slot)
+            marks.append(None if name is None else (name, copy))
+        if slot[2] != last_group:
+            sizes.append(0)
+            last_group = slot[2]
+        sizes[-1] += len(copies)
+    return slots, marks, tuple(sizes)
 
 
-def _flatten_content(chunks: Sequence[Sequence[tuple]], spec: TokenizerSpec
-                     ) -> tuple[list[tuple], list[int], list[range]]:
-    """All chunks' content in order, the chunk each slot came from, and each chunk's bounds."""
-    flat: list[tuple] = []
-    owner: list[int] = []
-    bounds: list[range] = []
-    for chunk_index, chunk in enumerate(chunks):
-        span = _content_bounds(chunk, spec, chunk_index)
-        bounds.append(span)
-        for index in span:
-            _check_opaque_token(chunk[index][0])
-            flat.append(chunk[index])
-            owner.append(chunk_index)
-    return flat, owner, bounds
+def _pour(skeleton: Sequence[Sequence[tuple]], spec: TokenizerSpec, slots: Sequence[tuple],
+          marks: Sequence[Any]) -> tuple[list[list[tuple]], list[list[Any]]]:
+    """The host's skeleton chunks with their content slots replaced, in order, by `slots`."""
+    spans = [_content_bounds(chunk, spec, index) for index, chunk in enumerate(skeleton)]
+    if sum(len(span) for span in spans) != len(slots):
+        raise RuntimeError(
+            f"ComfyUI's tokenizer laid out the prompt skeleton with {sum(len(s) for s in spans)} "
+            f"content slots instead of {len(slots)}; this host's prompt syntax is not supported")
+    chunks: list[list[tuple]] = []
+    chunk_marks: list[list[Any]] = []
+    used = 0
+    for chunk, span in zip(skeleton, spans):
+        chunks.append(list(chunk[:span.start]) + list(slots[used:used + len(span)]) +
+                      list(chunk[span.stop:]))
+        chunk_marks.append([None] * span.start + list(marks[used:used + len(span)]) +
+                           [None] * (len(chunk) - span.stop))
+        used += len(span)
+    return chunks, chunk_marks
 
 
 def expand_prompt(chunks: Sequence[Sequence[tuple]], spec: TokenizerSpec,
-                  triggers: Sequence[Trigger]) -> ExpandedPrompt:
-    """Replace [class token, trigger] by `repeat` class-token copies, for every trigger at once.
+                  triggers: Sequence[Trigger],
+                  layout: Callable[[tuple[int, ...]], Sequence[Sequence[tuple]]]) -> ExpandedPrompt:
+    """Replace [class token, glue, trigger] by `repeat` class-token copies, for every trigger.
 
-    `chunks` is one CLIP's token list from ComfyUI's `tokenize_with_weights` (tuples of 2 or 3
-    items). The trigger is matched as a whole word on token ids anywhere in the prompt (any chunk),
-    so matching is case-insensitive (the CLIP tokenizer lowercases) and "imgur" is not "img";
-    the reference matched case-sensitively and inside words. Each trigger must occur exactly once
-    and follow a class token, which may be any single token: the last BPE piece of a longer word,
-    punctuation, or an embedding vector; its tuple (weight, word id) is copied as is.
+    `chunks` is one CLIP's token list from ComfyUI's `tokenize_with_weights(...,
+    return_word_ids=True)`; `layout(sizes)` is the host's chunk list for a prompt with word groups
+    of those sizes (one CLIP's entry of `host_layout`). The trigger is matched as a whole word on
+    token ids anywhere in the prompt, so matching is case-insensitive (the CLIP tokenizer
+    lowercases) and "imgur" is not "img". Each trigger must occur exactly once, after a class word
+    (the rule is in the module docstring); the class token's tuple (weight, word id) is copied as is.
 
-    Chunks whose content changed size are rebuilt and, past the chunk capacity, split into
-    consecutive chunks; other chunks are copied unchanged, and nothing is ever truncated. A chunk
-    left with no content (it held only the trigger) is dropped. The inputs are not modified.
-
-    Positions are flat row indices into the concatenated chunks (how ComfyUI concatenates the
-    per-chunk encodings): chunk_index * max_length + index_in_chunk for full-length chunks.
+    The result is laid out by the host, so it equals the host's tokenization of the equivalent plain
+    prompt; nothing is truncated. The inputs are not modified. Positions are flat row indices into
+    the concatenated chunks (how ComfyUI concatenates the per-chunk encodings).
     """
     if not chunks:
         raise ValueError("the prompt has no token chunks")
     if not triggers:
         return ExpandedPrompt(chunks=[list(chunk) for chunk in chunks])
-    flat, owner, bounds = _flatten_content(chunks, spec)
+    flat = _flatten_content(chunks, spec)
     matches = _locate(flat, spec, triggers)
-    contents, marks = _rewrite_content(flat, owner, len(chunks), matches)
-    arity = len(chunks[0][0])
-
-    out_chunks: list[list[tuple]] = []
-    out_marks: list[list[Any]] = []
-    for index, chunk in enumerate(chunks):
-        span, content = bounds[index], contents[index]
-        if len(content) == len(span):
-            # Same size (untouched, or the copies exactly replace class + trigger, e.g. k=2 for a
-            # one-token trigger): keep the chunk's own start/end/pad slots.
-            out_chunks.append(list(chunk[:span.start]) + content + list(chunk[span.stop:]))
-            out_marks.append([None] * span.start + marks[index] + [None] * (len(chunk) - span.stop))
-            continue
-        for new_chunk, new_marks in _build_chunks(content, marks[index], spec, arity):
-            out_chunks.append(new_chunk)
-            out_marks.append(new_marks)
-
+    slots, marks, sizes = _rewrite_content(flat, matches)
+    out_chunks, out_marks = _pour(layout(sizes), spec, slots, marks)
     positions = _collect_positions(out_marks, triggers)
     class_tokens = {m.trigger.name: flat[m.class_index][0] for m in matches}
     logger.debug("PhotoMaker prompt expanded: %d -> %d chunks, positions %s",
@@ -422,20 +501,22 @@ def _collect_positions(chunk_marks: Sequence[Sequence[Any]],
 
 
 def expand_tokens(tokens: Mapping[str, Sequence[Sequence[tuple]]],
-                  specs: Mapping[str, TokenizerSpec], triggers: Sequence[Trigger]
+                  specs: Mapping[str, TokenizerSpec], triggers: Sequence[Trigger], layout: Layout
                   ) -> tuple[dict[str, list], dict[str, list[int]]]:
     """expand_prompt on every CLIP's token list ("l", "g"), checking the positions agree.
 
-    Returns (new token dict, positions). The positions must be the same for every CLIP because the
-    encoder concatenates their outputs row by row; they differ only if the token lists were not
-    chunked alike (e.g. an embedding with a different vector count per CLIP), which is an error.
+    `layout` is `host_layout(...)` of the same CLIP that made `tokens`. Returns (new token dict,
+    positions). The positions must be the same for every CLIP because the encoder concatenates
+    their outputs row by row; they differ only if the token lists were not grouped alike (e.g. an
+    embedding with a different vector count per CLIP), which is an error.
     """
     if not tokens:
         raise ValueError("the token dict is empty")
     missing = [key for key in tokens if key not in specs]
     if missing:
         raise ValueError(f"no TokenizerSpec for token list(s) {missing}")
-    expanded = {key: expand_prompt(chunks, specs[key], triggers) for key, chunks in tokens.items()}
+    expanded = {key: expand_prompt(chunks, specs[key], triggers, _layout_of(layout, key))
+                for key, chunks in tokens.items()}
     keys = list(expanded)
     reference = expanded[keys[0]].positions
     for key in keys[1:]:
@@ -445,3 +526,8 @@ def expand_tokens(tokens: Mapping[str, Sequence[Sequence[tuple]]],
                 f"CLIP-{key} ({expanded[key].positions}). Check that every textual-inversion "
                 "embedding in the prompt has the same number of vectors for each CLIP.")
     return {key: result.chunks for key, result in expanded.items()}, reference
+
+
+def _layout_of(layout: Layout, key: str) -> Callable[[tuple[int, ...]], Sequence[Sequence[tuple]]]:
+    """One CLIP's entry of a Layout."""
+    return lambda sizes: layout(sizes)[key]

@@ -237,10 +237,11 @@ def _specs(clip):
 def _expanded(clip, text, n_tokens):
     """CLIP encoding of the prompt with the class word repeated n_tokens times (no fusion), the rows
     of the copies, via the library's token logic (independent of the node code)."""
-    from photomaker_core.tokens import Trigger, expand_tokens
+    from photomaker_core.tokens import Trigger, expand_tokens, host_layout
 
     trig = [Trigger("img", tuple(clip.tokenizer.clip_g.tokenizer("img")["input_ids"][1:-1]), n_tokens)]
-    tokens, positions = expand_tokens(clip.tokenize(text, return_word_ids=True), _specs(clip), trig)
+    tokens, positions = expand_tokens(clip.tokenize(text, return_word_ids=True), _specs(clip), trig,
+                                      host_layout(lambda t: clip.tokenize(t, return_word_ids=True)))
     with torch.inference_mode():
         cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
     return cond, pooled, positions["img"]
@@ -270,10 +271,11 @@ def _long_prompt(clip):
 
 
 def _expanded_tokens(clip, text, n):
-    from photomaker_core.tokens import Trigger, expand_tokens
+    from photomaker_core.tokens import Trigger, expand_tokens, host_layout
 
     trig = [Trigger("img", tuple(clip.tokenizer.clip_g.tokenizer("img")["input_ids"][1:-1]), n)]
-    tokens, _ = expand_tokens(clip.tokenize(text, return_word_ids=True), _specs(clip), trig)
+    tokens, _ = expand_tokens(clip.tokenize(text, return_word_ids=True), _specs(clip), trig,
+                              host_layout(lambda t: clip.tokenize(t, return_word_ids=True)))
     return tokens["g"]
 
 

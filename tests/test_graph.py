@@ -71,14 +71,15 @@ def test_full_graph_runs(comfy_host, pm_env, version):
 
 def _expanded_encoding(clip, text, triggers):
     """CLIP encoding of the expanded prompt without fusion, via the library's token logic."""
-    from photomaker_core.tokens import Trigger, expand_tokens, spec_from_vocab
+    from photomaker_core.tokens import Trigger, expand_tokens, host_layout, spec_from_vocab
 
     tok = clip.tokenizer
     specs = {k: spec_from_vocab(t.start_token, t.end_token, t.pad_token, t.max_length,
                                 t.tokenizer.convert_ids_to_tokens)
              for k, t in (("l", tok.clip_l), ("g", tok.clip_g))}
     trig = [Trigger(w, tuple(tok.clip_g.tokenizer(w)["input_ids"][1:-1]), k) for w, k in triggers]
-    tokens, positions = expand_tokens(clip.tokenize(text, return_word_ids=True), specs, trig)
+    tokens, positions = expand_tokens(clip.tokenize(text, return_word_ids=True), specs, trig,
+                                      host_layout(lambda t: clip.tokenize(t, return_word_ids=True)))
     with torch.inference_mode():
         cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
     return cond, pooled, positions

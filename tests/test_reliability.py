@@ -547,7 +547,7 @@ def fuzz_tokenizer(comfy_host, tmp_path_factory):
 
 def fuzz_tokens_once(tokenizer, specs, text, triggers):
     """The token-logic property for one prompt. Returns 'ok' or 'error'."""
-    from photomaker_core.tokens import Trigger, TriggerError, expand_tokens, is_token_id
+    from photomaker_core.tokens import Trigger, TriggerError, expand_tokens, host_layout, is_token_id
 
     def ids(word):
         return tuple(tokenizer.clip_g.tokenizer(word)["input_ids"][1:-1])
@@ -562,7 +562,8 @@ def fuzz_tokens_once(tokenizer, specs, text, triggers):
         return "host-tokenizer-error"
     trig = [Trigger(name, ids(name), repeat) for name, repeat in triggers]
     try:
-        new, positions = expand_tokens(tokens, specs, trig)
+        new, positions = expand_tokens(tokens, specs, trig,
+                                       host_layout(lambda t: tokenizer.tokenize_with_weights(t, True)))
     except TriggerError as e:
         assert len(str(e)) > 20, repr(e)
         return "error"
@@ -709,7 +710,7 @@ def test_empty_identity_is_a_node_error(tiny_clip, encoders):
     with pytest.raises(ValueError) as e:
         call("StackedIDApply", clip=tiny_clip, encoder=encoders["v1"], identity=empty, text="a man img",
              trigger_word="img")
-    assert_node_error(e, "trigger_word", "PhotoMaker Apply")
+    assert_node_error(e, "identity", "PhotoMaker Apply")
 
 
 def test_thousand_token_prompt_through_apply(tiny_clip, encoders, fuzz_env):
