@@ -124,21 +124,10 @@ def _check_prerequisites(host_root: Path) -> tuple[str, str]:
 
 # ------------------------------------------------------------------------------------ session
 
-class _Schema:
-    """A node class as ui_to_api sees it, built from the server's /object_info entry."""
-
-    def __init__(self, info: dict):
-        self._inputs = info["input"]
-        self.DISPLAY_NAME = info.get("display_name") or info["name"]
-
-    def INPUT_TYPES(self):
-        return self._inputs
-
-
 class UI:
     def __init__(self, server, page, object_info, base: Path, console: list):
         self.server, self.page, self.base, self.console = server, page, base, console
-        self.schemas = {name: _Schema(info) for name, info in object_info.items()}
+        self.schemas = wapi.node_classes_from_object_info(object_info)
         self.timings: dict[str, float] = {}
 
     def js(self, script: str, arg=None):
