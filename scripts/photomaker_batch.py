@@ -27,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # batch/ and workflow_api.py
 
-from batch import dispatch, manifest, servers, sheet  # noqa: E402
-from batch.errors import BatchInputError  # noqa: E402
-from batch.inputs import load_people, load_prompts, parse_seeds  # noqa: E402
-from batch.workflow import analyse, apply_overrides, check_prompts, read_workflow, to_api  # noqa: E402
+from batch import dispatch, manifest, servers, sheet
+from batch.errors import BatchInputError
+from batch.inputs import load_people, load_prompts, parse_seeds
+from batch.workflow import analyse, apply_overrides, check_prompts, read_workflow, to_api
 
 
 def parse_args(argv=None) -> argparse.Namespace:

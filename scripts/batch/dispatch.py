@@ -20,7 +20,7 @@ from .client import Comfy, ServerError
 from .inputs import Person
 from .workflow import Template, bind
 
-SCORE_LINE = re.compile(r"^#\d+\s+image (\d+): (no face|-?\d+(?:\.\d+)?)", re.M)
+SCORE_LINE = re.compile(r"^#\d+\s+image (\d+): (no face|-?\d+(?:\.\d+)?)", re.MULTILINE)
 DONE_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 MANIFEST_NAME = "manifest.jsonl"
 DONE, FAILED = "done", "failed"

@@ -29,15 +29,19 @@ def start_server(base: Path) -> ComfyServer:
 
 
 def write_people(root: Path, people: dict[str, list[str]]) -> Path:
-    """{person: [colour name, ...]}: one photo per colour (fake_insightface.RED, GREEN, ...)."""
+    """{person: [colour name, ...]}: one photo per colour (fake_insightface.RED, GREEN, ...; "NOFACE":
+    a photo without a face)."""
     from PIL import Image
 
     for name, colours in people.items():
         folder = Path(root) / name
         folder.mkdir(parents=True, exist_ok=True)
         for i, colour in enumerate(colours):
-            img = fake_insightface.synthetic_face(box=(200 + 10 * i, 120, 328 + 10 * i, 248),
-                                                  color=getattr(fake_insightface, colour))
+            if colour == "NOFACE":
+                img = fake_insightface.blank_image()
+            else:
+                img = fake_insightface.synthetic_face(box=(200 + 10 * i, 120, 328 + 10 * i, 248),
+                                                      color=getattr(fake_insightface, colour))
             Image.fromarray((img.numpy() * 255).round().astype(np.uint8)).save(folder / f"photo_{i}.png")
     return Path(root)
 
@@ -46,7 +50,17 @@ def batch_command(*args: str) -> list[str]:
     return [sys.executable, str(BATCH_SCRIPT), *map(str, args)]
 
 
+def client_env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1")
+
+
 def run_batch(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(batch_command(*args), capture_output=True, text=True, timeout=timeout, env=env,
-                          cwd=workflow_env.REPO)
+    return subprocess.run(batch_command(*args), capture_output=True, text=True, timeout=timeout,
+                          env=client_env(), cwd=workflow_env.REPO, check=False)
+
+
+def start_batch(*args: str, log: Path) -> subprocess.Popen:
+    """The command in the background (its output in `log`), to stop servers or kill it mid-run."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(batch_command(*args), stdout=out, stderr=subprocess.STDOUT,
+                                env=client_env(), cwd=workflow_env.REPO)
