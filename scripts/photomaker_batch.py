@@ -39,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workflow", required=True, help="UI-format (saved/exported) or API-format workflow JSON")
     p.add_argument("--people", help="folder: one subfolder of photos per person, or saved identity .safetensors files")
     p.add_argument("--prompts", required=True, help="text file, one prompt per line (with the trigger word)")
-    p.add_argument("--seeds", default="1", help="a count (4 = seeds 0..3) or a list (7,42,1000); default 1")
+    p.add_argument("--seeds", default="1", help="a count (4 = seeds 0..3), a range (1000-1003) or a list (7,42,1000); default 1")
     p.add_argument("--server", action="append", required=True, help="ComfyUI URL; repeat for several servers")
     p.add_argument("--set", action="append", default=[], metavar="NODE.WIDGET=VALUE",
                    help="override a widget on every node with that title or type, e.g. KSampler.steps=20")

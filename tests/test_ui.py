@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support import browser as browser_support
 from support import workflow_env
 

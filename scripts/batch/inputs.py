@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,16 +82,23 @@ def load_prompts(path: str) -> list[str]:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """'4' -> 4 seeds 0..3; '7,42,1000' -> that list."""
+    """'4' -> 4 seeds 0..3; '1000-1003' -> 1000..1003; '7,42,1000' -> that list."""
+    text = str(text).replace(" ", "")
     try:
-        values = [int(v) for v in str(text).replace(" ", "").split(",") if v != ""]
+        if re.fullmatch(r"\d+", text):
+            count = int(text)
+            if count < 1:
+                raise ValueError
+            return list(range(count))
+        if m := re.fullmatch(r"(\d+)-(\d+)", text):
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi < lo:
+                raise ValueError
+            return list(range(lo, hi + 1))
+        values = [int(v) for v in text.split(",") if v != ""]
+        if not values or any(v < 0 for v in values):
+            raise ValueError
+        return values
     except ValueError as e:
-        raise BatchInputError(f"--seeds {text}: give a count (e.g. 4) or a comma-separated list of seeds "
-                              f"(e.g. 7,42).") from e
-    if len(values) == 1 and "," not in str(text):
-        if values[0] < 1:
-            raise BatchInputError(f"--seeds {text}: the count must be at least 1.")
-        return list(range(values[0]))
-    if not values or any(v < 0 for v in values):
-        raise BatchInputError(f"--seeds {text}: seeds must be non-negative integers.")
-    return values
+        raise BatchInputError(f"--seeds {text}: give a count (4 = seeds 0..3), a range (1000-1003) or a list "
+                              f"(7,42,1000) of non-negative integers.") from e
