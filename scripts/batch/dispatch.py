@@ -17,7 +17,7 @@ import aiohttp  # a ComfyUI dependency (its server runs on it)
 
 from . import manifest
 from .client import Comfy, ServerError
-from .inputs import Person
+from .inputs import Person, file_digest
 from .workflow import Template, bind
 
 SCORE_LINE = re.compile(r"^#\d+\s+image (\d+): (no face|-?\d+(?:\.\d+)?)", re.MULTILINE)
@@ -193,8 +193,6 @@ class Dispatcher:
         person, photos, identity = job.person, None, None
         if person is not None and person.kind == "photos":
             if person.name not in s.photos:
-                from .inputs import file_digest
-
                 s.photos[person.name] = [s.comfy.upload_image(p, photo_upload_name(person, p, file_digest(p)))
                                          for p in person.photos]
             photos = s.photos[person.name]
