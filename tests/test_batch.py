@@ -348,3 +348,31 @@ def test_bad_input_is_refused_before_anything_is_queued(case, servers, inputs, t
     assert _history_size(servers) == before
     assert all(not s.get("/queue")["queue_pending"] and not s.get("/queue")["queue_running"] for s in servers)
     assert not (tmp_path / "out" / "manifest.jsonl").exists()
+
+
+# ------------------------------------------------------------------------------ prompt binding
+
+@pytest.mark.parametrize("name, holder", [("photomaker-v2-basic.json", ("StackedIDApply", "text")),
+                                          ("photomaker-stylization.json", ("StackedIDStyle", "positive")),
+                                          ("photomaker-controlnet.json", ("PrimitiveStringMultiline", "value"))])
+def test_the_prompt_goes_where_the_apply_node_reads_it(servers, name, holder):
+    """A linked Apply text is followed upstream (Style's positive, a text primitive through String
+    Replace); the job's photos replace the workflow's, whose loaders are left out of the prompt."""
+    import sys
+
+    sys.path.insert(0, str(workflow_env.REPO / "scripts"))
+    try:
+        from batch import workflow
+    finally:
+        sys.path.remove(str(workflow_env.REPO / "scripts"))
+    object_info = servers[0].get("/object_info")
+    api = workflow.to_api(json.loads((WORKFLOWS / name).read_text()), object_info, "test")
+    template = workflow.analyse(api, object_info, {"photos"}, 2)
+    job = workflow.bind(template, "a photo of a man img at sea", 7, photos=["p0.png", "p1.png"])
+    ((nid, key),) = template.prompt_targets
+    assert (job[nid]["class_type"], key) == holder and job[nid]["inputs"][key] == "a photo of a man img at sea"
+    assert [n["inputs"]["seed"] for n in job.values() if n["class_type"] == "KSampler"] == [7]
+    loads = sorted(n["inputs"]["image"] for n in job.values() if n["class_type"] == "LoadImage")
+    assert loads[:2] == ["p0.png", "p1.png"] and all(img in ("p0.png", "p1.png", "photomaker_pose.png") for img in loads)
+    (encode,) = [n for n in job.values() if n["class_type"] == "StackedIDEncode"]
+    assert job[encode["inputs"]["images"][0]]["class_type"] == "ImageBatch"
