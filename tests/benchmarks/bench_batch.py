@@ -11,6 +11,7 @@ first loads the models, so the figures are steady-state throughput.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -28,8 +29,9 @@ PROMPTS = ["a photo of a man img", "a photo of a man img, smiling", "portrait of
 WORKFLOW = workflow_env.REPO / "workflows" / "photomaker-rank-seeds.json"
 
 
-def run_phase(root: Path, servers, seeds: list[int], steps: int, size: int) -> float:
-    """Seconds the command took for len(PEOPLE) x len(PROMPTS) x len(seeds) jobs."""
+def run_phase(root: Path, servers, seeds: list[int], steps: int, size: int) -> tuple[float, float]:
+    """(seconds the command took for len(PEOPLE) x len(PROMPTS) x len(seeds) jobs, share of that
+    time the servers spent executing: the manifest's per-job server seconds over elapsed x servers)."""
     out = Path(tempfile.mkdtemp(dir=root, prefix="out-"))
     args = ["--workflow", WORKFLOW, "--people", root / "people", "--prompts", root / "prompts.txt",
             "--seeds", f"{seeds[0]}-{seeds[-1]}", "--out", out,
@@ -43,7 +45,8 @@ def run_phase(root: Path, servers, seeds: list[int], steps: int, size: int) -> f
     jobs = len(PEOPLE) * len(PROMPTS) * len(seeds)
     if res.returncode != 0 or not re.search(rf"totals: {jobs}/{jobs} done", res.stderr):
         raise RuntimeError(f"batch failed ({res.returncode}):\n{res.stderr[-3000:]}")
-    return elapsed
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    return elapsed, sum(r["seconds"] or 0.0 for r in records) / (elapsed * len(servers))
 
 
 def main() -> None:
@@ -65,22 +68,26 @@ def main() -> None:
             run_phase(root, [s], [next_seed], a.steps, a.size)
             next_seed += 1
         jobs = len(PEOPLE) * len(PROMPTS) * a.seeds
-        times = {1: [], 2: []}
+        times, busy = {1: [], 2: []}, {1: [], 2: []}
         for _ in range(a.repeats):
             for n in (1, 2):
                 seeds = list(range(next_seed, next_seed + a.seeds))
                 next_seed += a.seeds
-                times[n].append(run_phase(root, servers[:n], seeds, a.steps, a.size))
+                elapsed, share = run_phase(root, servers[:n], seeds, a.steps, a.size)
+                times[n].append(elapsed)
+                busy[n].append(share)
         rate = {n: 60.0 * jobs / statistics.median(t) for n, t in times.items()}
         ratio = rate[2] / rate[1]
         print(f"batch throughput, {jobs} jobs per phase ({a.size}x{a.size}, {a.steps} steps, tiny SDXL, "
               f"{os.cpu_count()} CPUs):")
-        print(f"  one server : {rate[1]:6.1f} jobs/min  (runs {', '.join(f'{t:.1f}' for t in times[1])} s)")
-        print(f"  two servers: {rate[2]:6.1f} jobs/min  (runs {', '.join(f'{t:.1f}' for t in times[2])} s)")
+        for n, label in ((1, "one server "), (2, "two servers")):
+            print(f"  {label}: {rate[n]:6.1f} jobs/min  (runs {', '.join(f'{t:.1f}' for t in times[n])} s; "
+                  f"servers executing {100 * statistics.median(busy[n]):.0f} % of the time)")
         print(f"  ratio two/one: {ratio:.2f}")
         emit({"bench": "batch", "jobs_per_phase": jobs, "steps": a.steps, "size": a.size,
               "jobs_per_min": {"1": round(rate[1], 2), "2": round(rate[2], 2)}, "ratio": round(ratio, 3),
-              "times_s": {str(k): [round(t, 2) for t in v] for k, v in times.items()}, "load": load_note()})
+              "times_s": {str(k): [round(t, 2) for t in v] for k, v in times.items()},
+              "server_busy": {str(k): [round(b, 3) for b in v] for k, v in busy.items()}, "load": load_note()})
     finally:
         for s in servers:
             s.cleanup()
