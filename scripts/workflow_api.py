@@ -20,6 +20,9 @@ Usage (with the host booted, e.g. tests/support/host.py or scripts/demo.py):
     api = substitute(api, {"sd_xl_base_1.0.safetensors": "my-sdxl.safetensors",
                            ("KSampler", "steps"): 20})
 
+Against a running server instead: `ui_to_api(workflow, node_classes_from_object_info(object_info))`
+with the server's GET /object_info (scripts/photomaker_batch.py does this).
+
 Development tooling: nothing in the pack imports this.
 """
 from __future__ import annotations
@@ -170,10 +173,28 @@ def _wrap(value):
     return {"__value__": value} if isinstance(value, list) else value
 
 
+class ObjectInfoNode:
+    """A node class as ui_to_api needs it, built from a server's /object_info entry: convert for a
+    running server (its own nodes, custom ones included) without booting a host here."""
+
+    def __init__(self, info: Mapping):
+        self._inputs = info["input"]
+        self.DISPLAY_NAME = info.get("display_name") or info["name"]
+
+    def INPUT_TYPES(self):
+        return self._inputs
+
+
+def node_classes_from_object_info(object_info: Mapping) -> dict:
+    """{node type: ObjectInfoNode} for ui_to_api's `node_classes`, from GET /object_info."""
+    return {name: ObjectInfoNode(info) for name, info in object_info.items()}
+
+
 def ui_to_api(workflow: Mapping, node_classes: Mapping | None = None) -> dict:
     """API-format prompt {node_id: {"class_type", "inputs", "_meta"}} of a UI-format workflow.
 
-    `node_classes` defaults to the booted host's `nodes.NODE_CLASS_MAPPINGS`."""
+    `node_classes` defaults to the booted host's `nodes.NODE_CLASS_MAPPINGS`; for a running server
+    pass `node_classes_from_object_info(GET /object_info)`."""
     if node_classes is None:
         import nodes
 

@@ -34,13 +34,12 @@ import importlib.metadata
 import json
 import os
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import pytest
-
+from support import browser as browser_support
 from support import workflow_env
 
 pytestmark = pytest.mark.ui
@@ -54,9 +53,6 @@ LATENT, STEPS = 64, 2
 SMALL = {("EmptyLatentImage", "width"): LATENT, ("EmptyLatentImage", "height"): LATENT,
          ("KSampler", "steps"): STEPS}
 VIEWPORT = {"width": 1800, "height": 1000}
-# The spec's headless flags (playwright adds --headless and its own fresh --user-data-dir).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # A fresh profile would open the Templates browser, a "Nodes 2.0" banner and the minimap; screenshots
 # should show the graph: full detail at any zoom, no canvas info or canvas menu.
 SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False,
@@ -81,24 +77,6 @@ wapi = _load_converter()
 
 # ------------------------------------------------------------------------------ prerequisites
 
-def _unavailable(reason: str):
-    """Missing browser tooling: a failure in CI (CI=true), a skip with the reason elsewhere."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"UI test prerequisites missing in CI: {reason}", pytrace=False)
-    pytest.skip(f"{reason} (run scripts/setup_env.sh as root to install it)")
-
-
-def _chromium() -> str:
-    """$PM_CHROMIUM if set (only it), else Debian's /usr/bin/chromium or a chromium on PATH."""
-    override = os.environ.get("PM_CHROMIUM")
-    cands = [override] if override else ["/usr/bin/chromium", shutil.which("chromium"),
-                                         shutil.which("chromium-browser")]
-    for cand in cands:
-        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return cand
-    _unavailable(f"chromium not found ({override or '/usr/bin/chromium'}; apt-get install chromium)")
-
-
 def _required_frontend(host_root: Path) -> str:
     req = (host_root / "requirements.txt").read_text()
     m = re.search(r"^comfyui-frontend-package==(\S+)", req, re.M)
@@ -107,38 +85,24 @@ def _required_frontend(host_root: Path) -> str:
 
 
 def _check_prerequisites(host_root: Path) -> tuple[str, str]:
-    chromium = _chromium()
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        _unavailable("python playwright is not installed (requirements-dev.txt)")
+    chromium = browser_support.chromium()
+    browser_support.require_playwright()
     pinned = _required_frontend(host_root)
     try:
         installed = importlib.metadata.version("comfyui-frontend-package")
     except importlib.metadata.PackageNotFoundError:
         installed = None
     if installed != pinned:
-        _unavailable(f"comfyui-frontend-package {installed} installed, the host at {host_root} pins {pinned}")
+        browser_support.unavailable(f"comfyui-frontend-package {installed} installed, the host at {host_root} pins {pinned}")
     return chromium, pinned
 
 
 # ------------------------------------------------------------------------------------ session
 
-class _Schema:
-    """A node class as ui_to_api sees it, built from the server's /object_info entry."""
-
-    def __init__(self, info: dict):
-        self._inputs = info["input"]
-        self.DISPLAY_NAME = info.get("display_name") or info["name"]
-
-    def INPUT_TYPES(self):
-        return self._inputs
-
-
 class UI:
     def __init__(self, server, page, object_info, base: Path, console: list):
         self.server, self.page, self.base, self.console = server, page, base, console
-        self.schemas = {name: _Schema(info) for name, info in object_info.items()}
+        self.schemas = wapi.node_classes_from_object_info(object_info)
         self.timings: dict[str, float] = {}
 
     def js(self, script: str, arg=None):
@@ -181,7 +145,7 @@ def ui(tmp_path_factory):
         assert status == 200
         object_info = server.get("/object_info")
         pw = sync_playwright().start()
-        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        browser = browser_support.launch(pw, chromium)
         context = browser.new_context(viewport=VIEWPORT)
         context.add_init_script("localStorage.setItem('vueNodesBannerDismissed', 'true')")
         page = context.new_page()
