@@ -6,6 +6,7 @@ from comfy_api.latest import ComfyExtension, io
 from . import host
 from .apply import StackedIDApply, StackedIDStyle
 from .apply_batch import StackedIDApplyBatch
+from .detailer import StackedIDFaceDetailer
 from .face_tools import StackedIDFaceSimilarity
 from .identity import StackedIDEncode, StackedIDLoad, StackedIDSave, StackedIDStack
 from .loaders import StackedIDFaceAnalysisLoader, StackedIDLoader
@@ -13,7 +14,7 @@ from .loaders import StackedIDFaceAnalysisLoader, StackedIDLoader
 NODES: list[type[io.ComfyNode]] = [
     StackedIDLoader, StackedIDFaceAnalysisLoader, StackedIDEncode, StackedIDStack,
     StackedIDSave, StackedIDLoad, StackedIDApply, StackedIDStyle,
-    StackedIDFaceSimilarity, StackedIDApplyBatch,
+    StackedIDFaceSimilarity, StackedIDApplyBatch, StackedIDFaceDetailer,
 ]
 
 
