@@ -51,8 +51,7 @@ ARTIFACTS = REPO / "test-artifacts" / "ui"
 DOCS_PICTURE = REPO / "docs" / "workflow-v2-basic.png"
 DOCS_WORKFLOW = "photomaker-v2-basic.json"
 LATENT, STEPS = 64, 2
-SMALL = {("EmptyLatentImage", "width"): LATENT, ("EmptyLatentImage", "height"): LATENT,
-         ("KSampler", "steps"): STEPS}
+SMALL = workflow_env.small_widgets(LATENT, STEPS)
 VIEWPORT = {"width": 1800, "height": 1000}
 # The spec's headless flags (playwright adds --headless and its own fresh --user-data-dir).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
