@@ -9,8 +9,8 @@ to the input.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,10 +45,10 @@ def crop_box(bbox, padding: float, height: int, width: int) -> Box:
     than the square."""
     x1, y1, x2, y2 = (float(v) for v in list(bbox)[:4])
     side = max(x2 - x1, y2 - y1, 1.0) * (1 + 2 * padding)
-    side = int(round(min(side, height, width)))
+    side = round(min(side, height, width))
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    left = int(round(min(max(cx - side / 2, 0), width - side)))
-    top = int(round(min(max(cy - side / 2, 0), height - side)))
+    left = round(min(max(cx - side / 2, 0), width - side))
+    top = round(min(max(cy - side / 2, 0), height - side))
     return Box(left, top, left + side, top + side)
 
 

@@ -7,8 +7,8 @@ detailer all run on it; the nodes only supply a `Progress` callback (progress ba
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 

@@ -7,20 +7,17 @@ import json
 import numpy as np
 import pytest
 import torch
+from support import fake_insightface as fi
 
 from photomaker_core import detailer as dt
 from photomaker_core import face_pipeline as fp
-from photomaker_core.faces import FaceAnalyzer
-from support import fake_insightface as fi
 
 pytest.importorskip("insightface")
 
 
 @pytest.fixture(scope="module")
-def analyzer(tmp_path_factory) -> FaceAnalyzer:
-    path = tmp_path_factory.mktemp("insightface") / "buffalo_l"
-    fi.write_pack(path)
-    return FaceAnalyzer(str(path), ["CPUExecutionProvider"])
+def analyzer(fake_analyzer):
+    return fake_analyzer
 
 
 def scene(h, w, *faces) -> torch.Tensor:
@@ -207,10 +204,10 @@ def engine(pm_env):
 
 
 def run_detailer(engine, images, pairs, **kw):
-    args = dict(images=images, model=engine["model"], vae=engine["vae"], face_analysis=engine["faces"],
-                negative=engine["neg"], seed=3, steps=2, cfg=4.0, sampler_name="euler", scheduler="normal",
-                denoise=0.6, crop_padding=0.3, working_size=64, min_face_size=16, match_threshold=0.5,
-                feather=4)
+    args = {"images": images, "model": engine["model"], "vae": engine["vae"], "face_analysis": engine["faces"],
+            "negative": engine["neg"], "seed": 3, "steps": 2, "cfg": 4.0, "sampler_name": "euler",
+            "scheduler": "normal", "denoise": 0.6, "crop_padding": 0.3, "working_size": 64, "min_face_size": 16,
+            "match_threshold": 0.5, "feather": 4}
     for k, name in enumerate(pairs, 1):
         args[f"positive_{k}"], args[f"identity_{k}"] = engine["pos"][name], engine["idents"][name]
     args.update(kw)

@@ -5,20 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from photomaker_core import clip_preprocess, face_pipeline as fp
-from photomaker_core.faces import FaceAnalyzer, rgb_to_uint8, to_uint8_rgb
-from photomaker_core.preprocess import to_rgb
 from support import fake_insightface as fi
+
+from photomaker_core import clip_preprocess
+from photomaker_core import face_pipeline as fp
+from photomaker_core.faces import rgb_to_uint8, to_uint8_rgb
+from photomaker_core.preprocess import to_rgb
 
 pytest.importorskip("insightface")
 
 
 @pytest.fixture(scope="module")
-def analyzer(tmp_path_factory) -> FaceAnalyzer:
-    path = tmp_path_factory.mktemp("insightface") / "buffalo_l"
-    fi.write_pack(path)
-    return FaceAnalyzer(str(path), ["CPUExecutionProvider"])
+def analyzer(fake_analyzer):
+    return fake_analyzer
 
 
 def two_faces() -> torch.Tensor:

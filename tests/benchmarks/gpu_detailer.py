@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gpu_bench as gb  # noqa: E402  (boot, models, runner, VRAM helpers)
+import gpu_bench as gb  # boot, models, runner, VRAM helpers (after the sys.path line above)
 
 REPO = gb.REPO
 
