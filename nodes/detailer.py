@@ -79,9 +79,10 @@ class StackedIDFaceDetailer(io.ComfyNode):
                              tooltip="Square size each crop is re-sampled at (SDXL: 1024)."),
                 io.Int.Input("min_face_size", default=32, min=0, max=4096,
                              tooltip="Faces narrower or shorter than this (pixels) are skipped and reported."),
-                io.Float.Input("match_threshold", default=0.3, min=-1.0, max=1.0, step=0.01,
+                io.Float.Input("match_threshold", default=0.15, min=-1.0, max=1.0, step=0.01,
                                tooltip="Face Sim. a face needs with its best identity to be detailed; faces "
-                                       "below it are left alone (other people, crowds)."),
+                                       "below it are left alone (bystanders: different people score about 0 to "
+                                       "0.15). -1 details every face."),
                 io.Int.Input("feather", default=16, min=0, max=512,
                              tooltip="Width in pixels of the soft edge of the paste mask."),
             ],

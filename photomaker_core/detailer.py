@@ -183,7 +183,7 @@ class DetailSettings:
     padding: float = 0.5  # crop: face box + this fraction of its longer side on each side
     working_size: int = 1024  # the crop is re-sampled at this square size (multiple of 8)
     min_face_size: int = 32  # faces narrower or shorter than this (pixels) are skipped
-    threshold: float = 0.3  # Face Sim. a face needs with its best identity to be detailed
+    threshold: float = 0.15  # Face Sim. a face needs with its best identity to be detailed
     feather: int = 16  # paste-mask ramp width in pixels
 
 

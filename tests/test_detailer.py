@@ -258,3 +258,33 @@ def test_node_errors_name_the_input(engine):
         run_detailer(engine, images, [], positive_1=engine["pos"]["red"], identity_1=v1_plain)
     with pytest.raises(ValueError, match="input 'identity_1'.*at least one"):
         run_detailer(engine, images, [])
+
+
+def test_node_progress_per_face_and_cancel(engine, monkeypatch):
+    import comfy.model_management as mm
+    import comfy.utils
+
+    ticks = []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
+                        ticks.append((value, total)))
+    images = scene(160, 256, ((16, 40, 80, 104), fi.RED), ((160, 40, 224, 104), fi.GREEN))[None]
+    run_detailer(engine, images, ["red", "green"])
+    assert ticks[-3:] == [(0, 2), (1, 2), (2, 2)]  # the face bar: one step per detailed face
+
+    import comfy.sample
+
+    calls, real = [], comfy.sample.sample
+
+    def cancel_during_first_face(*a, **k):  # the user presses Cancel while face 1 is sampled
+        calls.append(1)
+        out = real(*a, **k)
+        mm.interrupt_current_processing(True)
+        return out
+
+    monkeypatch.setattr(comfy.sample, "sample", cancel_during_first_face)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            run_detailer(engine, images, ["red", "green"])
+    finally:
+        mm.interrupt_current_processing(False)
+    assert len(calls) == 1  # face 2 never sampled

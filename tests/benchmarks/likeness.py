@@ -296,7 +296,7 @@ def main(argv=None):
     ap.add_argument("--denoise", type=float, default=0.45, help="detailer denoise")
     ap.add_argument("--working-size", type=int, default=1024, help="detailer working size")
     ap.add_argument("--min-face", type=int, default=32)
-    ap.add_argument("--threshold", type=float, default=0.0, help="detailer match threshold (one person: 0)")
+    ap.add_argument("--threshold", type=float, default=-1.0, help="detailer match threshold (one person per image: -1, every face)")
     ap.add_argument("--cpu", action="store_true")
     ap.add_argument("--tiny", action="store_true", help="synthetic people, tiny random models: plumbing only")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "test-artifacts" / "likeness"))
