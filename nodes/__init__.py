@@ -6,6 +6,7 @@ from comfy_api.latest import ComfyExtension, io
 from . import host
 from .apply import StackedIDApply, StackedIDStyle
 from .apply_batch import StackedIDApplyBatch
+from .detailer import StackedIDFaceDetailer
 from .face_tools import StackedIDFaceSimilarity
 from .identity import StackedIDEncode, StackedIDLoad, StackedIDSave, StackedIDStack
 from .keypoints import StackedIDFaceKeypoints
@@ -14,7 +15,7 @@ from .loaders import StackedIDFaceAnalysisLoader, StackedIDLoader
 NODES: list[type[io.ComfyNode]] = [
     StackedIDLoader, StackedIDFaceAnalysisLoader, StackedIDEncode, StackedIDStack,
     StackedIDSave, StackedIDLoad, StackedIDApply, StackedIDStyle,
-    StackedIDFaceSimilarity, StackedIDApplyBatch, StackedIDFaceKeypoints,
+    StackedIDFaceSimilarity, StackedIDApplyBatch, StackedIDFaceKeypoints, StackedIDFaceDetailer,
 ]
 
 

@@ -6,12 +6,13 @@ import logging
 
 import torch
 
-import comfy.model_management as mm
 import comfy.utils
 from comfy_api.latest import io, ui
 
 from ..photomaker_core import similarity
+from ..photomaker_core.face_pipeline import best_faces, reference_rows
 from .host import NodeInputError
+from .progress import progress_callback
 from .types import CATEGORY, FaceAnalysis, Identity
 
 log = logging.getLogger("photomaker_stackedid")
@@ -20,12 +21,6 @@ log = logging.getLogger("photomaker_stackedid")
 def _check_images(node: str, name: str, images) -> None:
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
         raise NodeInputError(node, name, "expected a non-empty IMAGE batch")
-
-
-def _detect(analyzer, image: torch.Tensor):
-    from ..photomaker_core.faces import to_uint8_rgb
-
-    return analyzer.detect(to_uint8_rgb(image), select="score")  # highest det score, as PhotoMaker
 
 
 class StackedIDFaceSimilarity(io.ComfyNode):
@@ -80,14 +75,9 @@ class StackedIDFaceSimilarity(io.ComfyNode):
         refs = cls._reference_rows(face_analysis, reference_identity, reference_images)
 
         n = int(images.shape[0])
-        pbar = comfy.utils.ProgressBar(n)
-        embeddings, boxes = [], []
-        for i in range(n):
-            mm.throw_exception_if_processing_interrupted()
-            face = _detect(face_analysis, images[i])
-            embeddings.append(None if face is None else face.embedding)
-            boxes.append(None if face is None else face.bbox)
-            pbar.update(1)
+        found = best_faces(face_analysis, images, progress_callback(comfy.utils.ProgressBar(n)))
+        embeddings = [None if face is None else face.embedding for face in found]
+        boxes = [None if face is None else face.bbox for face in found]
         try:
             result = similarity.rank_embeddings(embeddings, refs)
         except similarity.SimilarityError as e:
@@ -129,17 +119,13 @@ class StackedIDFaceSimilarity(io.ComfyNode):
             rows.append(arc.detach().float().cpu())
         if reference_images is not None:
             _check_images(node, "reference_images", reference_images)
-            found = []
-            for i in range(int(reference_images.shape[0])):
-                mm.throw_exception_if_processing_interrupted()
-                face = _detect(face_analysis, reference_images[i])
-                if face is None:
-                    log.warning("%s: no face in reference image %d, left out", node, i)
-                    continue
-                found.append(torch.from_numpy(face.embedding).float())
-            if not found:
+            found, missing = reference_rows(face_analysis, reference_images,
+                                            progress_callback(comfy.utils.ProgressBar(reference_images.shape[0])))
+            for i in missing:
+                log.warning("%s: no face in reference image %d, left out", node, i)
+            if found is None:
                 raise NodeInputError(node, "reference_images",
                                      f"no face found in any of the {reference_images.shape[0]} reference images: "
                                      f"use photos where the face is clearly visible.")
-            rows.append(torch.stack(found))
+            rows.append(found)
         return torch.cat(rows)

@@ -6,30 +6,19 @@ import os
 
 import torch
 
-import comfy.model_management as mm
 import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
-from ..photomaker_core import clip_preprocess
 from ..photomaker_core.errors import PhotoMakerError
+from ..photomaker_core.face_pipeline import NoFaceError, prepare_id_photos
 from ..photomaker_core.identity import Identity as IdentityData
 from ..photomaker_core.identity import load_identity, save_identity, stack_identities
 from . import host
+from .progress import progress_callback
 from .types import CATEGORY, Encoder, FaceAnalysis, Identity
 
 log = logging.getLogger("photomaker_stackedid")
-
-
-def _crop_box(img: torch.Tensor, bbox, margin: float = 0.6) -> torch.Tensor:
-    """Square crop around a face box with margin (for the optional crop-to-face CLIP input)."""
-    h, w = img.shape[:2]
-    x1, y1, x2, y2 = [float(v) for v in bbox]
-    side = max(x2 - x1, y2 - y1) * (1 + 2 * margin)
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    left, top = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
-    right, bottom = int(min(w, cx + side / 2)), int(min(h, cy + side / 2))
-    return img[top:max(bottom, top + 1), left:max(right, left + 1)]
 
 
 class StackedIDEncode(io.ComfyNode):
@@ -81,61 +70,27 @@ class StackedIDEncode(io.ComfyNode):
                                       "Loader (buffalo_l) to face_analysis.")
         if crop_to_face and face_analysis is None:
             raise host.NodeInputError(cls.NAME, "crop_to_face", "cropping to the face needs face_analysis connected")
-        from ..photomaker_core.preprocess import to_rgb
-
-        rgb = to_rgb(images)  # [N, H, W, 3] copy in [0, 1]; the cached input is never touched
-        n = rgb.shape[0]
-        pbar = comfy.utils.ProgressBar(n + 1, node_id=cls.hidden.unique_id if cls.hidden else None)
-        crops, arcface, previews, kept = [], [], [], []
-        for i in range(n):
-            mm.throw_exception_if_processing_interrupted()
-            face = cls._detect(face_analysis, rgb[i], face_select) if face_analysis is not None else None
-            if face_analysis is not None and face is None:
-                if no_face == "error":
-                    raise host.NodeInputError(cls.NAME, "images",
-                                              f"no face found in image {i} (of {n}). Use a photo where the face "
-                                              f"is clearly visible, or set no_face to 'skip'.")
-                log.warning("%s: no face in image %d, skipped", cls.NAME, i)
-                pbar.update(1)
-                continue
-            img = rgb[i]
-            if face is not None:
-                arcface.append(torch.from_numpy(face.embedding).float())
-                if crop_to_face:
-                    img = _crop_box(img, face.bbox)
-                previews.append(cls._draw(rgb[i], face.bbox))
-            else:
-                previews.append(rgb[i])
-            crops.append(clip_preprocess(img.unsqueeze(0), size=encoder.model.image_size))
-            kept.append(i)
-            pbar.update(1)
-        if not kept:
-            raise host.NodeInputError(cls.NAME, "images", f"no face found in any of the {n} images")
-        mm.throw_exception_if_processing_interrupted()
-        arc = torch.stack(arcface) if arcface else None
+        pbar = comfy.utils.ProgressBar(images.shape[0] + 1, node_id=cls.hidden.unique_id if cls.hidden else None)
         try:
-            tokens = encoder.encode_identity(torch.cat(crops), arc if encoder.version == "v2" else None)
+            photos = prepare_id_photos(images, face_analysis, select=face_select, no_face=no_face,
+                                       crop_to_face=crop_to_face, image_size=encoder.model.image_size,
+                                       progress=progress_callback(pbar))
+        except NoFaceError as e:
+            raise host.NodeInputError(cls.NAME, "images", str(e)) from e
+        for i in photos.skipped:
+            log.warning("%s: no face in image %d, skipped", cls.NAME, i)
+        arc = photos.arcface
+        try:
+            tokens = encoder.encode_identity(photos.pixels, arc if encoder.version == "v2" else None)
         except PhotoMakerError as e:
             raise host.format_error(cls.NAME, e) from e
         pbar.update(1)
         identity = IdentityData(
-            tokens=tokens.cpu(), weights=torch.ones(len(kept)), version=encoder.version,
+            tokens=tokens.cpu(), weights=torch.ones(len(photos.kept)), version=encoder.version,
             arcface=arc, provenance={"encoder_file": encoder.file_name,
                                      "encoder_fingerprint": encoder.fingerprint,
-                                     "image_count": len(kept), "source_indices": kept})
-        return io.NodeOutput(identity, torch.stack(previews))
-
-    @staticmethod
-    def _detect(analyzer, img_rgb: torch.Tensor, face_select: str):
-        from ..photomaker_core.faces import to_uint8_rgb
-
-        return analyzer.detect(to_uint8_rgb(img_rgb), select="largest" if face_select == "largest" else "score")
-
-    @staticmethod
-    def _draw(img_rgb: torch.Tensor, bbox) -> torch.Tensor:
-        from ..photomaker_core.faces import draw_box
-
-        return draw_box(img_rgb, bbox)
+                                     "image_count": len(photos.kept), "source_indices": photos.kept})
+        return io.NodeOutput(identity, photos.previews)
 
 
 class StackedIDStack(io.ComfyNode):

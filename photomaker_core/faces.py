@@ -22,6 +22,8 @@ import torch
 
 from . import install_hints
 from .errors import PhotoMakerError
+from .preprocess import to_rgb
+from .similarity import cosine
 
 logger = logging.getLogger(__name__)
 
@@ -329,6 +331,25 @@ class FaceAnalyzer:
         """
         if select not in SELECT_MODES:
             raise ValueError(f"select must be one of {SELECT_MODES}, got {select!r}")
+        found = self._detections(image_rgb_uint8)
+        if found is None:
+            return None
+        bgr, dets, kpss, size = found
+        return self._face(bgr, dets, kpss, size, _select_index(dets, select))
+
+    def detect_all(self, image_rgb_uint8: np.ndarray) -> list[Face]:
+        """Every face in an RGB uint8 [H,W,3] image, each embedded, highest det_score first (the
+        face detailer's view: several people per image). Empty when there is none."""
+        found = self._detections(image_rgb_uint8)
+        if found is None:
+            return []
+        bgr, dets, kpss, size = found
+        order = np.argsort(-dets[:, 4], kind="stable")
+        return [self._face(bgr, dets, kpss, size, int(i)) for i in order]
+
+    def _detections(self, image_rgb_uint8: np.ndarray):
+        """(bgr, dets [N,5], kpss [N,5,2], det size) at the first detector size that finds a face,
+        or None."""
         img = np.asarray(image_rgb_uint8)
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f"expected an RGB uint8 [H,W,3] image, got {img.dtype} {img.shape} "
@@ -341,11 +362,11 @@ class FaceAnalyzer:
             # insightface 0.7.3 and 2.1 (a second prepare() or setting input_size is ignored).
             dets, kpss = self._det.detect(bgr, input_size=(size, size))
             if dets.shape[0]:
-                break
-        else:
-            logger.debug("no face at det sizes %s", self.det_sizes)
-            return None
-        i = _select_index(dets, select)
+                return bgr, dets, kpss, size
+        logger.debug("no face at det sizes %s", self.det_sizes)
+        return None
+
+    def _face(self, bgr: np.ndarray, dets: np.ndarray, kpss: np.ndarray, size: int, i: int) -> Face:
         kps = np.asarray(kpss[i], dtype=np.float32)
         return Face(bbox=dets[i, :4].astype(np.float32), kps=kps, det_score=float(dets[i, 4]),
                     embedding=self._embed(bgr, kps), det_size=size)
@@ -378,14 +399,15 @@ def _as_numpy_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
 def to_uint8_rgb(image: torch.Tensor | np.ndarray) -> np.ndarray:
     """ComfyUI IMAGE [H,W,C] float 0..1 -> contiguous uint8 RGB [H,W,3].
 
-    Grayscale is repeated to RGB, RGBA drops alpha, NaN becomes 0 and values are clamped. Values
-    are rounded (not truncated) so a uint8 image loaded as x/255 comes back exactly.
-    """
-    arr = _as_numpy_hwc(image)
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    arr = np.nan_to_num(arr[:, :, :3], nan=0.0, posinf=1.0, neginf=0.0)
-    return np.ascontiguousarray(np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8))
+    The channel and NaN rules are `preprocess.to_rgb`'s (grayscale repeated, alpha dropped, NaN 0,
+    clamped)."""
+    return rgb_to_uint8(to_rgb(torch.from_numpy(np.ascontiguousarray(_as_numpy_hwc(image)))[None])[0])
+
+
+def rgb_to_uint8(rgb: torch.Tensor) -> np.ndarray:
+    """[H,W,3] float RGB already in 0..1 (from `preprocess.to_rgb`) -> contiguous uint8 numpy.
+    Values are rounded (not truncated) so a uint8 image loaded as x/255 comes back exactly."""
+    return np.ascontiguousarray(torch.round(rgb.detach().float() * 255.0).to(torch.uint8).cpu().numpy())
 
 
 def draw_box(image_rgb_float: torch.Tensor, bbox, color=(0.0, 1.0, 0.0),
@@ -413,11 +435,5 @@ def draw_box(image_rgb_float: torch.Tensor, bbox, color=(0.0, 1.0, 0.0),
     return out
 
 
-def cosine_similarity(a, b) -> float:
-    """Cosine similarity of two vectors (numpy or torch, flattened); 0.0 if either is zero."""
-    va = np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, np.float64).ravel()
-    vb = np.asarray(b.detach().cpu() if isinstance(b, torch.Tensor) else b, np.float64).ravel()
-    if va.shape != vb.shape:
-        raise ValueError(f"vectors differ in size: {va.size} vs {vb.size}")
-    denom = float(np.linalg.norm(va) * np.linalg.norm(vb))
-    return float(np.dot(va, vb) / denom) if denom > 0 else 0.0
+# One cosine for the whole pack (numpy or torch vectors; 0.0 when either is zero).
+cosine_similarity = cosine

@@ -49,6 +49,19 @@ def pm_env(comfy_host, tmp_path_factory):
             "lora": lora, "images": images}
 
 
+@pytest.fixture(scope="module")
+def fake_analyzer(tmp_path_factory):
+    """photomaker_core's FaceAnalyzer (the real insightface code) on the fake model pack."""
+    pytest.importorskip("insightface")
+    from support import fake_insightface
+
+    from photomaker_core.faces import FaceAnalyzer
+
+    path = tmp_path_factory.mktemp("insightface") / "buffalo_l"
+    fake_insightface.write_pack(path)
+    return FaceAnalyzer(str(path), ["CPUExecutionProvider"])
+
+
 def graph(version="v1", text="a photo of a man img, smiling", image="face_red.png", steps=3,
           style_strength=0.2, extra=None, with_faces=None):
     """API-format graph: tiny SDXL -> PhotoMaker loader -> encode -> apply -> KSampler -> save."""

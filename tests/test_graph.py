@@ -14,7 +14,8 @@ pytestmark = pytest.mark.host
 
 EXPECTED_NODES = {"StackedIDLoader", "StackedIDFaceAnalysisLoader", "StackedIDEncode", "StackedIDStack",
                   "StackedIDSave", "StackedIDLoad", "StackedIDApply", "StackedIDStyle",
-                  "StackedIDFaceSimilarity", "StackedIDApplyBatch", "StackedIDFaceKeypoints"}
+                  "StackedIDFaceSimilarity", "StackedIDApplyBatch", "StackedIDFaceKeypoints",
+                  "StackedIDFaceDetailer"}
 
 
 def node(name):

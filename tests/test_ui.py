@@ -50,8 +50,7 @@ ARTIFACTS = REPO / "test-artifacts" / "ui"
 DOCS_PICTURE = REPO / "docs" / "workflow-v2-basic.png"
 DOCS_WORKFLOW = "photomaker-v2-basic.json"
 LATENT, STEPS = 64, 2
-SMALL = {("EmptyLatentImage", "width"): LATENT, ("EmptyLatentImage", "height"): LATENT,
-         ("KSampler", "steps"): STEPS}
+SMALL = workflow_env.small_widgets(LATENT, STEPS)
 VIEWPORT = {"width": 1800, "height": 1000}
 # A fresh profile would open the Templates browser, a "Nodes 2.0" banner and the minimap; screenshots
 # should show the graph: full detail at any zoom, no canvas info or canvas menu.

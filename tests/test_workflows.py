@@ -112,7 +112,8 @@ def test_workflows_use_reference_defaults():
         for ks in by_type.get("KSampler", []):
             seed, control, steps, cfg, sampler, scheduler, denoise = ks["widgets_values"]
             assert control in ("fixed", "randomize", "increment", "decrement")
-            assert 30 <= steps <= 50 and cfg == 5.0 and (sampler, scheduler, denoise) == ("euler", "normal", 1.0)
+            assert 30 <= steps <= 50 and cfg == 5.0 and (sampler, scheduler) == ("euler", "normal")
+            assert denoise == 1.0 or ("img2img" in path.name and 0 < denoise < 1)  # img2img keeps some input
         texts = [n["widgets_values"][0] for n in by_type.get("CLIPTextEncode", [])] + \
                 [n["widgets_values"][2] for n in by_type.get("StackedIDStyle", [])]
         assert neg in texts, path.name
@@ -317,8 +318,7 @@ def wf_env(comfy_host, tmp_path_factory):
     folder_paths.add_model_folder_path("photomaker_identities", str(identities), is_default=True)
     workflow_env.write_photos(folder_paths.get_input_directory(), WORKFLOWS)
     replacements = dict(demo.SYNTHETIC_NAMES)
-    replacements.update({("EmptyLatentImage", "width"): LATENT, ("EmptyLatentImage", "height"): LATENT,
-                         ("KSampler", "steps"): STEPS})
+    replacements.update(workflow_env.small_widgets(LATENT, STEPS))
     yield {"replacements": replacements, "identities": identities, "executor": comfy_host.make_executor()}
     torch.set_num_threads(threads)
 
@@ -417,6 +417,31 @@ def _evaluate(api, nid):
     kwargs = {k: _evaluate(api, v[0]) if isinstance(v, list) else v for k, v in node["inputs"].items()}
     out = getattr(cls(), cls.FUNCTION)(**kwargs)
     return tuple(getattr(out, "result", out))[0]  # a V1 tuple or a V3 NodeOutput
+
+
+@pytest.mark.host
+def test_face_detailer_workflow_changes_only_the_face(comfy_host, wf_env):
+    """25-photomaker-face-detailer.json on the engine: the saved picture differs from the detailer's
+    input (saved alongside) inside the face's crop box only, bit for bit equal outside it."""
+    from photomaker_core.detailer import crop_box
+
+    path = REPO / "workflows" / "25-photomaker-face-detailer.json"
+    api = _api(path, wf_env)
+    det = next(nid for nid, n in api.items() if n["class_type"] == "StackedIDFaceDetailer")
+    api["input_copy"] = {"class_type": "SaveImage",
+                         "inputs": {"images": api[det]["inputs"]["images"], "filename_prefix": "wf25_input"}}
+    _, outputs = comfy_host.run_graph(api, executor=wf_env["executor"], prompt_id="detailer")
+    detailed, source = _saved(outputs, api)  # the workflow's SaveImage, then the copy added here
+    red = (source[..., 0] > 160) & (source[..., 1] < 96) & (source[..., 2] < 96)
+    ys, xs = np.nonzero(red)
+    assert ys.size, "the scaled picture should still show the (red) face"
+    box = crop_box((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), api[det]["inputs"]["crop_padding"],
+                   LATENT, LATENT)
+    changed = np.any(detailed != source, axis=-1)
+    assert changed.any(), "the matched face was re-sampled"
+    outside = np.ones_like(changed)
+    outside[max(0, box.top - 1):box.bottom + 1, max(0, box.left - 1):box.right + 1] = False  # +-1 px: box rounding
+    assert not changed[outside].any()
 
 
 @pytest.mark.host

@@ -53,6 +53,16 @@ CONTROL_MODELS = {CONTROLNET_NAME: CONTROLNET_SYNTHETIC, T2I_ADAPTER_NAME: T2I_A
                   INSTANTID_CONTROLNET_NAME: CONTROLNET_SYNTHETIC}
 
 
+def small_widgets(latent: int, steps: int) -> dict:
+    """(node type, input) -> value that makes every workflow run at the tiny size: image size,
+    steps, and the img2img/inpaint/detailer inputs (scaled pictures, face crops, minimum face)."""
+    return {("EmptyLatentImage", "width"): latent, ("EmptyLatentImage", "height"): latent,
+            ("KSampler", "steps"): steps,
+            ("ImageScale", "width"): latent, ("ImageScale", "height"): latent,
+            ("StackedIDFaceDetailer", "working_size"): latent, ("StackedIDFaceDetailer", "steps"): steps,
+            ("StackedIDFaceDetailer", "min_face_size"): 8}
+
+
 def demo_module():
     """scripts/demo.py as a module (cheap: no torch or ComfyUI import at module level)."""
     name = "_pm_script_demo"
