@@ -43,9 +43,9 @@ class StackedIDApply(io.ComfyNode):
                                 tooltip="Trigger word of identity_2."),
             ],
             outputs=[
-                io.Conditioning.Output("conditioning", tooltip="Text-only over [0, style_strength], identity "
+                io.Conditioning.Output("conditioning", display_name="conditioning", tooltip="Text-only over [0, style_strength], identity "
                                                                "after it: connect to the sampler's positive."),
-                io.Conditioning.Output("text_only", tooltip="The prompt without identity (trigger removed)."),
+                io.Conditioning.Output("text_only", display_name="text_only", tooltip="The prompt without identity (trigger removed)."),
             ],
         )
 

@@ -60,8 +60,8 @@ class StackedIDEncode(io.ComfyNode):
                                          "whole-image behaviour)."),
             ],
             outputs=[
-                Identity.Output("identity", tooltip="Per-image ID tokens, version, image count, provenance."),
-                io.Image.Output("preview", tooltip="The images that were encoded, detected face boxes drawn."),
+                Identity.Output("identity", display_name="identity", tooltip="Per-image ID tokens, version, image count, provenance."),
+                io.Image.Output("preview", display_name="preview", tooltip="The images that were encoded, detected face boxes drawn."),
             ],
             hidden=[io.Hidden.unique_id],
         )
@@ -157,7 +157,7 @@ class StackedIDStack(io.ComfyNode):
             description="Mixes 2-4 identities into one stack (the paper's identity mixing). Each identity's "
                         "fused rows are blended with the plain class word by its weight.",
             inputs=ins,
-            outputs=[Identity.Output("identity", tooltip="The stacked identity.")],
+            outputs=[Identity.Output("identity", display_name="identity", tooltip="The stacked identity.")],
         )
 
     @classmethod
@@ -190,7 +190,7 @@ class StackedIDSave(io.ComfyNode):
                 io.String.Input("name", default="identity",
                                 tooltip="File name (no extension); a number is appended if it exists."),
             ],
-            outputs=[io.String.Output("file", tooltip="The saved file name.")],
+            outputs=[io.String.Output("file", display_name="file", tooltip="The saved file name.")],
             is_output_node=True,
         )
 
@@ -225,7 +225,7 @@ class StackedIDLoad(io.ComfyNode):
                                       "when it was made with another PhotoMaker file, an error on a version "
                                       "mismatch)."),
             ],
-            outputs=[Identity.Output("identity", tooltip="The loaded identity.")],
+            outputs=[Identity.Output("identity", display_name="identity", tooltip="The loaded identity.")],
         )
 
     @classmethod
