@@ -61,8 +61,8 @@ class StackedIDFaceSimilarity(io.ComfyNode):
                 io.String.Output("scores", display_name="scores_json", tooltip="JSON list of the scores in input order, e.g. "
                                                    "[0.91, 0.47, -1.0]; -1.0 = no face found."),
                 io.Float.Output("best_score", display_name="best_score", tooltip="The highest score (-1.0 if no image has a face)."),
-                io.String.Output("report", display_name="report", tooltip="Readable ranking: rank, input index and score per image."),
-                io.Image.Output("preview", display_name="preview", tooltip="Thumbnails in ranked order with rank, input index and "
+                io.String.Output("report", display_name="report", tooltip="Readable ranking: rank, input position (1 = first) and score per image."),
+                io.Image.Output("preview", display_name="preview", tooltip="Thumbnails in ranked order with rank, input position and "
                                                    "score drawn on each, face boxes outlined."),
             ],
             is_output_node=True,
@@ -101,7 +101,7 @@ class StackedIDFaceSimilarity(io.ComfyNode):
         labels, good = [], []
         for r, i in enumerate(result.order, 1):
             s = result.scores[i]
-            labels.append(f"#{r} img {i}: " + ("no face" if s is None else f"{s:.3f}"))
+            labels.append(f"#{r} img {i + 1}: " + ("no face" if s is None else f"{s:.3f}"))
             good.append(False if s is None else (r <= k))
         sheet = similarity.score_sheet(images.index_select(0, order).cpu(), labels,
                                        boxes=[boxes[i] for i in result.order], good=good)

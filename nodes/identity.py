@@ -93,9 +93,9 @@ class StackedIDEncode(io.ComfyNode):
             if face_analysis is not None and face is None:
                 if no_face == "error":
                     raise host.NodeInputError(cls.NAME, "images",
-                                              f"no face found in image {i} (of {n}). Use a photo where the face "
+                                              f"no face found in image {i + 1} of {n}. Use a photo where the face "
                                               f"is clearly visible, or set no_face to 'skip'.")
-                log.warning("%s: no face in image %d, skipped", cls.NAME, i)
+                log.warning("%s: no face in image %d of %d, skipped", cls.NAME, i + 1, n)
                 pbar.update(1)
                 continue
             img = rgb[i]

@@ -212,7 +212,7 @@ def test_similarity_through_the_engine(comfy_host, env):
         {ln.split(":")[0] for ln in lines[:2]} == {"#1  image 2", "#2  image 3"}
     assert lines[3] == "#4  image 1: no face"
     green = float(lines[2].split(": ")[1].split()[0])
-    assert lines[2].startswith("#3  image 0") and green < 0.5
+    assert lines[2].startswith("#3  image 1") and green < 0.5
     assert len(outputs["20"]["images"]) == 1  # the scored contact sheet shows in the node
     top = saved_images(outputs, "21")
     assert len(top) == 2

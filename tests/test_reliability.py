@@ -309,7 +309,7 @@ def test_rgba_and_grayscale(encoders, version):
         with pytest.raises(ValueError) as e:
             encode(encoders, version, gray)
         assert_node_error(e)
-        assert "no face found in image 0" in str(e.value)
+        assert "no face found in image 1 of" in str(e.value)
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
