@@ -432,7 +432,7 @@ def _tiny_api(path):
 def test_rank_seeds_workflow_runs(comfy_host, env):
     from graph_fixtures import saved_images
 
-    api = _tiny_api(REPO / "workflows" / "photomaker-rank-seeds.json")
+    api = _tiny_api(REPO / "workflows" / "06-photomaker-rank-seeds.json")
     types = {e["class_type"] for e in api.values()}
     assert {"StackedIDFaceSimilarity", "KSampler", "SaveImage", "StackedIDApply"} <= types
     (sim_id,) = [k for k, e in api.items() if e["class_type"] == "StackedIDFaceSimilarity"]
@@ -449,7 +449,7 @@ def test_rank_seeds_workflow_runs(comfy_host, env):
 def test_batch_identities_workflow_runs(comfy_host, env):
     from graph_fixtures import saved_images
 
-    api = _tiny_api(REPO / "workflows" / "photomaker-batch-identities.json")
+    api = _tiny_api(REPO / "workflows" / "10-photomaker-batch-identities.json")
     (apply_id,) = [k for k, e in api.items() if e["class_type"] == "StackedIDApplyBatch"]
     assert all(f"identity_{i}" in api[apply_id]["inputs"] for i in range(1, 5))
     (save_id,) = [k for k, e in api.items() if e["class_type"] == "SaveImage"]

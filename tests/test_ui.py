@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 ARTIFACTS = REPO / "test-artifacts" / "ui"
 DOCS_PICTURE = REPO / "docs" / "workflow-v2-basic.png"
-DOCS_WORKFLOW = "photomaker-v2-basic.json"
+DOCS_WORKFLOW = "01-photomaker-v2-basic.json"
 LATENT, STEPS = 64, 2
 SMALL = {("EmptyLatentImage", "width"): LATENT, ("EmptyLatentImage", "height"): LATENT,
          ("KSampler", "steps"): STEPS}
@@ -422,7 +422,7 @@ def test_workflow_in_the_browser(ui, path):
 def test_saved_identity_is_reused_from_the_page(ui):
     """The save-identity workflow's second step as its Note tells a user: after the save, refresh the
     lists (R), pick the saved file in Load Identity, mute group 1, unmute group 2, queue."""
-    path = REPO / "workflows" / "photomaker-save-identity.json"
+    path = REPO / "workflows" / "05-photomaker-save-identity.json"
     folder = ui.base / "models" / "photomaker_identities"
     saved = sorted(f for f in os.listdir(folder) if f.startswith("my_identity_"))
     if not saved:  # this test alone: run step 1 first
@@ -454,7 +454,7 @@ def test_saved_identity_is_reused_from_the_page(ui):
     assert load["inputs"]["identity_file"] == saved[-1]
     entry = ui.server.wait(prompt_id, timeout=120)
     assert _check_outputs(ui, entry, body["prompt"])
-    _screenshot(ui, ARTIFACTS / "photomaker-save-identity-reuse.png")
+    _screenshot(ui, ARTIFACTS / "05-photomaker-save-identity-reuse.png")
 
 
 def _write_docs_picture(ui: UI, workflow: dict, limit: int = 300_000) -> None:
@@ -487,7 +487,7 @@ def _write_docs_picture(ui: UI, workflow: dict, limit: int = 300_000) -> None:
 def test_checks_catch_a_broken_workflow(ui):
     """The checks above are not vacuous: a workflow with an unknown node, a model name the server
     does not have, an out-of-range number and a mistyped link fails every one of them."""
-    wf = json.loads((REPO / "workflows" / "photomaker-v2-basic.json").read_text())
+    wf = json.loads((REPO / "workflows" / "01-photomaker-v2-basic.json").read_text())
     by_type = {n["type"]: n for n in wf["nodes"]}
     by_type["PreviewImage"]["type"] = "NoSuchPhotoMakerNode"
     by_type["CheckpointLoaderSimple"]["widgets_values"][0] = "not_installed.safetensors"
