@@ -8,12 +8,13 @@ from .apply import StackedIDApply, StackedIDStyle
 from .apply_batch import StackedIDApplyBatch
 from .face_tools import StackedIDFaceSimilarity
 from .identity import StackedIDEncode, StackedIDLoad, StackedIDSave, StackedIDStack
+from .keypoints import StackedIDFaceKeypoints
 from .loaders import StackedIDFaceAnalysisLoader, StackedIDLoader
 
 NODES: list[type[io.ComfyNode]] = [
     StackedIDLoader, StackedIDFaceAnalysisLoader, StackedIDEncode, StackedIDStack,
     StackedIDSave, StackedIDLoad, StackedIDApply, StackedIDStyle,
-    StackedIDFaceSimilarity, StackedIDApplyBatch,
+    StackedIDFaceSimilarity, StackedIDApplyBatch, StackedIDFaceKeypoints,
 ]
 
 

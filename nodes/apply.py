@@ -5,6 +5,7 @@ from comfy_api.latest import io
 
 from ..photomaker_core import styles
 from .conditioning import Binding, build_conditioning
+from .regions import build_regional_conditioning, region_masks
 from .types import CATEGORY, Encoder, Identity
 
 
@@ -41,6 +42,12 @@ class StackedIDApply(io.ComfyNode):
                                tooltip="A second person, bound to trigger_word_2 ('a man img and a woman img2')."),
                 io.String.Input("trigger_word_2", default="img2", optional=True,
                                 tooltip="Trigger word of identity_2."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Region of identity (white = this person). With masks, each identity "
+                                      "applies only inside its mask and the text-only prompt outside; "
+                                      "without, everywhere."),
+                io.Mask.Input("mask_2", optional=True,
+                              tooltip="Region of identity_2. Connect a mask for each identity, or none."),
             ],
             outputs=[
                 io.Conditioning.Output("conditioning", display_name="conditioning", tooltip="Text-only over [0, style_strength], identity "
@@ -51,12 +58,18 @@ class StackedIDApply(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip, encoder, identity, text, trigger_word="img", style_strength=0.2,
-                identity_strength=1.0, identity_2=None, trigger_word_2="img2") -> io.NodeOutput:
+                identity_strength=1.0, identity_2=None, trigger_word_2="img2", mask=None,
+                mask_2=None) -> io.NodeOutput:
         bindings = [Binding(trigger_word.strip(), identity, "identity")]
         if identity_2 is not None:
             bindings.append(Binding((trigger_word_2 or "").strip(), identity_2, "identity_2"))
-        cond, text_only = build_conditioning(cls.NAME, clip, encoder, bindings, text, style_strength,
-                                             identity_strength)
+        masks = region_masks(cls.NAME, bindings, mask, mask_2)
+        if masks is None:
+            cond, text_only = build_conditioning(cls.NAME, clip, encoder, bindings, text, style_strength,
+                                                 identity_strength)
+        else:
+            cond, text_only = build_regional_conditioning(cls.NAME, clip, encoder, bindings, masks, text,
+                                                          style_strength, identity_strength)
         return io.NodeOutput(cond, text_only)
 
 

@@ -76,10 +76,11 @@ def same_tokens(a: dict, b: dict) -> bool:
         return False
 
 
-def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str):
+def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str, only: str | None = None):
     """Checks the inputs and tokenizes the prompt twice: with each trigger's class word repeated
     once per ID token (-> id_tokens, positions[trigger] = the fused rows) and with the triggers
-    removed (-> text_tokens). Returns (id_tokens, text_tokens, positions)."""
+    removed (-> text_tokens). Returns (id_tokens, text_tokens, positions). With `only` (a trigger
+    word), only that trigger is expanded in id_tokens; the others are removed as in text_tokens."""
     sd_tok = require_sdxl_clip(clip, node)
     _check_bindings(node, encoder, bindings)
     specs = tokenizer_specs(sd_tok)
@@ -91,7 +92,8 @@ def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str
     id_triggers = []
     for b in bindings:
         try:
-            id_triggers.append(Trigger(b.trigger, trigger_ids(sd_tok, b.trigger), b.identity.num_tokens))
+            count = b.identity.num_tokens if only is None or b.trigger == only else 1
+            id_triggers.append(Trigger(b.trigger, trigger_ids(sd_tok, b.trigger), count))
         except TriggerError as e:  # e.g. a trigger word the tokenizer turns into no tokens at all
             raise NodeInputError(node, "trigger_word" if b.input_name == "identity" else "trigger_word_2",
                                  str(e)) from e

@@ -78,7 +78,8 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> EncoderConfig:
             patch_size=patch,
             image_size=grid * patch,
             proj_dims=(sd["visual_projection.weight"].shape[0], sd["visual_projection_2.weight"].shape[0]),
-            fuse_hidden=(sd["fuse_module.mlp1.fc1.weight"].shape[0], sd["fuse_module.mlp2.fc1.weight"].shape[0]),
+            fuse_hidden=(sd["fuse_module.mlp1.fc1.weight"].shape[0],
+                         sd["fuse_module.mlp2.fc1.weight"].shape[0]),
         )
         if fields["version"] == "v2":
             pre = "qformer_perceiver."
@@ -171,7 +172,8 @@ class CLIPEmbeddings(nn.Module):
         super().__init__()
         w, p = cfg.vision_width, cfg.patch_size
         self.class_embedding = nn.Parameter(torch.empty(w, dtype=dtype, device=device))
-        self.patch_embedding = ops.Conv2d(3, w, kernel_size=p, stride=p, bias=False, dtype=dtype, device=device)
+        self.patch_embedding = ops.Conv2d(3, w, kernel_size=p, stride=p, bias=False, dtype=dtype,
+                                          device=device)
         positions = (cfg.image_size // p) ** 2 + 1
         self.position_embedding = ops.Embedding(positions, w, dtype=dtype, device=device)
 
@@ -280,7 +282,8 @@ class PerceiverResampler(nn.Module):
         self.proj_out = ops.Linear(d, d, dtype=dtype, device=device)
         self.norm_out = ops.LayerNorm(d, dtype=dtype, device=device)
         self.layers = nn.ModuleList(
-            nn.ModuleList([PerceiverAttention(cfg, ops, dtype, device), _feed_forward(cfg, ops, dtype, device)])
+            nn.ModuleList([PerceiverAttention(cfg, ops, dtype, device),
+                           _feed_forward(cfg, ops, dtype, device)])
             for _ in range(cfg.perceiver_layers))
 
     def forward(self, latents: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -320,8 +323,10 @@ class PhotoMakerEncoder(nn.Module):
         ops = operations or nn
         self.config = cfg
         self.vision_model = CLIPVisionTower(cfg, ops, dtype, device)
-        self.visual_projection = ops.Linear(cfg.vision_width, cfg.proj_dims[0], bias=False, dtype=dtype, device=device)
-        self.visual_projection_2 = ops.Linear(cfg.vision_width, cfg.proj_dims[1], bias=False, dtype=dtype, device=device)
+        self.visual_projection = ops.Linear(cfg.vision_width, cfg.proj_dims[0], bias=False, dtype=dtype,
+                                            device=device)
+        self.visual_projection_2 = ops.Linear(cfg.vision_width, cfg.proj_dims[1], bias=False, dtype=dtype,
+                                              device=device)
         self.fuse_module = FuseModule(cfg, ops, dtype, device)
         if cfg.version == "v2":
             self.qformer_perceiver = QFormerPerceiver(cfg, ops, dtype, device)
@@ -338,7 +343,8 @@ class PhotoMakerEncoder(nn.Module):
     def image_size(self) -> int:
         return self.config.image_size
 
-    def encode_identity(self, pixel_values: torch.Tensor, arcface: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_identity(self, pixel_values: torch.Tensor,
+                        arcface: torch.Tensor | None = None) -> torch.Tensor:
         """[N, 3, S, S] CLIP-normalised pixels (+ [N, id_dim] raw ArcFace for V2) -> [N, k, 2048]."""
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
             raise IdentityError(f"pixel_values must be [N, 3, {self.image_size}, {self.image_size}], "
@@ -386,7 +392,8 @@ def fuse_rows(fuse_module: nn.Module, prompt_embeds: torch.Tensor, positions: Se
     return out
 
 
-def build_encoder(encoder_sd: Mapping[str, torch.Tensor], operations=None, dtype=None, device=None) -> PhotoMakerEncoder:
+def build_encoder(encoder_sd: Mapping[str, torch.Tensor], operations=None, dtype=None,
+                  device=None) -> PhotoMakerEncoder:
     """Build the encoder for this state dict without a second full-size copy of the weights:
     the modules are created on the meta device and the (dtype-converted) tensors assigned."""
     cfg = infer_config(encoder_sd)
@@ -407,8 +414,9 @@ def build_encoder(encoder_sd: Mapping[str, torch.Tensor], operations=None, dtype
     for key, ref in expected.items():
         t = encoder_sd[key]
         if tuple(t.shape) != tuple(ref.shape):
-            raise PhotoMakerFileError(f"tensor {key} has shape {tuple(t.shape)}, expected {tuple(ref.shape)}: "
-                                      f"the file is damaged or not a PhotoMaker file. Download the official file.")
+            raise PhotoMakerFileError(f"tensor {key} has shape {tuple(t.shape)}, "
+                                      f"expected {tuple(ref.shape)}: the file is damaged or not a "
+                                      f"PhotoMaker file. Download the official file.")
         if dtype is None or key.startswith(FP32_PREFIXES):
             target_dtype = torch.float32
         else:

@@ -55,7 +55,8 @@ class Identity:
         return self.weights.repeat_interleave(self.tokens_per_image)
 
     def describe(self) -> str:
-        return f"PhotoMaker {self.version.upper()} identity, {self.count} image(s), {self.num_tokens} ID tokens"
+        return (f"PhotoMaker {self.version.upper()} identity, {self.count} image(s), "
+                f"{self.num_tokens} ID tokens")
 
 
 def stack_identities(identities: Sequence[Identity], weights: Sequence[float] | None = None) -> Identity:
@@ -71,7 +72,7 @@ def stack_identities(identities: Sequence[Identity], weights: Sequence[float] | 
         raise IdentityError(
             f"can't stack identities from different PhotoMaker versions ({', '.join(sorted(versions))}): "
             f"encode every photo set with the same PhotoMaker file")
-    kept = [(i, float(w)) for i, w in zip(identities, weights) if float(w) != 0.0]
+    kept = [(i, float(w)) for i, w in zip(identities, weights, strict=True) if float(w) != 0.0]
     if not kept:
         raise IdentityError("every identity has weight 0: give at least one a non-zero weight")
     with_faces = all(i.arcface is not None for i, _ in kept)
@@ -81,7 +82,8 @@ def stack_identities(identities: Sequence[Identity], weights: Sequence[float] | 
         version=kept[0][0].version,
         arcface=torch.cat([i.arcface for i, _ in kept]) if with_faces else None,
         provenance={"stacked": [dict(i.provenance) for i, _ in kept], "weights": [w for _, w in kept],
-                    "encoder_fingerprint": _common([i.provenance.get("encoder_fingerprint") for i, _ in kept])},
+                    "encoder_fingerprint": _common([i.provenance.get("encoder_fingerprint")
+                                                    for i, _ in kept])},
     )
 
 
@@ -120,8 +122,8 @@ def load_identity(path: str) -> Identity:
         raise IdentityError(f"'{path}' is not a readable identity file ({e}); save it again with "
                             f"the Save Identity node") from e
     if meta.get("format") != FORMAT or "tokens" not in tensors:
-        raise IdentityError(f"'{path}' is not a PhotoMaker identity file (no '{FORMAT}' metadata): put only files "
-                            f"saved by PhotoMaker Save Identity in this folder")
+        raise IdentityError(f"'{path}' is not a PhotoMaker identity file (no '{FORMAT}' metadata): "
+                            f"put only files saved by PhotoMaker Save Identity in this folder")
     try:
         provenance = json.loads(meta.get("provenance") or "{}")
     except json.JSONDecodeError:
@@ -134,17 +136,18 @@ def load_identity(path: str) -> Identity:
         raise IdentityError(f"'{path}' holds non-finite ID tokens (NaN/inf): the file is corrupt; save the "
                             f"identity again")
     if tokens.ndim != 3 or tokens.shape[-1] != 2048:
-        raise IdentityError(f"'{path}': ID tokens have shape {list(tokens.shape)}, expected [N, k, 2048]; the file "
-                            f"is corrupt, save the identity again")
+        raise IdentityError(f"'{path}': ID tokens have shape {list(tokens.shape)}, expected [N, k, 2048]; "
+                            f"the file is corrupt, save the identity again")
     version = meta.get("version")
     if version not in ("v1", "v2") or tokens.shape[1] != (1 if version == "v1" else 2):
-        raise IdentityError(f"'{path}': version '{version}' doesn't match {tokens.shape[1]} tokens per image; the "
-                            f"file is corrupt, save the identity again")
+        raise IdentityError(f"'{path}': version '{version}' doesn't match {tokens.shape[1]} tokens per "
+                            f"image; the file is corrupt, save the identity again")
     if tokens.shape[0] == 0:
         raise IdentityError(f"'{path}' holds no images (0 ID tokens); save the identity again")
     weights = tensors.get("weights", torch.ones(tokens.shape[0])).float()
     arcface = tensors.get("arcface")
-    if not torch.isfinite(weights).all() or (arcface is not None and not torch.isfinite(arcface.float()).all()):
+    if not torch.isfinite(weights).all() or (arcface is not None
+                                             and not torch.isfinite(arcface.float()).all()):
         raise IdentityError(f"'{path}' holds non-finite weights or face embeddings (NaN/inf): the file is "
                             f"corrupt; save the identity again")
     if arcface is not None and (arcface.ndim != 2 or arcface.shape[-1] != 512):

@@ -39,6 +39,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
+from host_compat import make_prompt_executor  # noqa: E402
 from workflow_api import WorkflowError, model_references, substitute, ui_to_api  # noqa: E402
 
 DEFAULT_WORKFLOW = REPO / "workflows" / "01-photomaker-v2-basic.json"
@@ -180,7 +181,6 @@ class ConsoleServer:
 
 def run_prompt(prompt: dict) -> dict:
     """Validate and execute an API prompt with the real engine; returns the history outputs."""
-    import inspect
 
     import execution
 
@@ -192,12 +192,7 @@ def run_prompt(prompt: dict) -> dict:
                             for k, v in (node_errors or {}).items())
         raise DemoError(f"ComfyUI rejected the workflow: {err.get('message', err)} {details}")
     server = ConsoleServer(prompt)
-    params = inspect.signature(execution.PromptExecutor.__init__).parameters
-    if "cache_args" in params:
-        executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC,
-                                            cache_args={"lru": 0, "ram": 0})
-    else:  # ComfyUI 0.3.52
-        executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_size=0)
+    executor = make_prompt_executor(server)
     executor.execute(prompt, "demo", {"client_id": "demo"}, outputs)
     if not executor.success:
         errs = [m[1] for m in executor.status_messages if m[0] == "execution_error"]

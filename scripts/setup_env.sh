@@ -8,7 +8,8 @@ cd "$ROOT"
 PY=${PYTHON:-python3}
 VENV="$ROOT/.venv"
 STAMP="$VENV/.setup-stamp"
-KEY=$(cat scripts/setup_env.sh requirements.txt requirements-dev.txt tests/support/tv_cpu_shim.py | sha256sum | cut -c1-16)
+KEY=$(cat scripts/setup_env.sh requirements.txt requirements-dev.txt tests/support/tv_cpu_shim.py \
+        tests/support/torchaudio_stub/torchaudio/*.py | sha256sum | cut -c1-16)
 
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$KEY" ]; then
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
@@ -25,6 +26,13 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$KEY" ]; then
   $PIP numpy einops 'transformers>=4.50.3' 'tokenizers>=0.13.3' 'safetensors>=0.4.2' pyyaml Pillow \
       scipy tqdm psutil torchsde 'av>=14.2.0' 'aiohttp>=3.11.8' 'yarl>=1.18.0' requests \
       alembic SQLAlchemy 'pydantic~=2.0' 'pydantic-settings~=2.0' sentencepiece
+  # ComfyUI 0.33's additions to its requirements.txt (harmless for the older hosts).
+  $PIP 'comfy-kitchen==0.2.31' 'comfy-aimdo==0.4.13' 'simpleeval>=1.0.0' blake3 'av>=16.0.0' \
+      'SQLAlchemy>=2.0.0' filelock
+  # ComfyUI 0.33 imports torchaudio unconditionally; no build of it loads beside CPU torch 2.13, so
+  # the test venv gets a stand-in that imports and raises on use (never part of the pack).
+  rm -rf "$SP/torchaudio"
+  cp -r tests/support/torchaudio_stub/torchaudio "$SP/torchaudio"
   $PIP -r requirements.txt -r requirements-dev.txt
   echo "$KEY" > "$STAMP"
 fi
@@ -41,7 +49,19 @@ if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+# The hosts. 0.3.75 and 0.3.52 must be there; 0.33.0 comes from ../shared/hosts (or its upstream
+# archive): where neither can be had, its test run says so and is skipped (Makefile, test-host-033).
 for v in ${COMFY_VERSIONS:-0.3.75 0.3.52}; do
   "$VENV/bin/python" scripts/provision_host.py --version "$v" > /dev/null
 done
+if "$VENV/bin/python" scripts/provision_host.py --version 0.33.0 > /dev/null; then
+  # Each host's frontend pin beside the venv's (1.32.9, 0.3.75's): the UI test serves the one the
+  # host it runs on pins, with --front-end-root.
+  FE=$(sed -n 's/^comfyui-frontend-package==//p' .cache/comfyui/0.33.0/requirements.txt)
+  if [ -n "$FE" ] && [ ! -f ".cache/frontends/$FE/.complete" ]; then
+    rm -rf ".cache/frontends/$FE"
+    $VENV/bin/python -m pip install -q --no-deps --target ".cache/frontends/$FE" "comfyui-frontend-package==$FE"
+    touch ".cache/frontends/$FE/.complete"
+  fi
+fi
 echo "environment ready: $VENV"

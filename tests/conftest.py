@@ -61,3 +61,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if HOST_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.host)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Name the ComfyUI the host tests ran on, next to the run's summary line (also under -q)."""
+    from support import host
+
+    try:
+        root = host.host_path()
+        version = (root / "comfyui_version.py").read_text().split('"')[1]
+    except (SystemExit, OSError, IndexError) as e:
+        terminalreporter.write_line(f"ComfyUI host: not available ({e})")
+        return
+    terminalreporter.write_line(f"ComfyUI host: {version} at {root}")

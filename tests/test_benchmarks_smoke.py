@@ -43,15 +43,20 @@ def test_run_summary_and_markdown():
     res = {
         "meta": {"date": "d", "cpu": "c", "cpus": 2, "torch": "t", "threads": 2, "load_before": [0.1, 0, 0],
                  "load_after": [9.0, 0, 0], "command": "x"},
-        "encode_v1": {"results": {"1": {"ours": {"per_image_s": 1.0, "ratio_vs_hf": 0.9, "ratio_vs_core": 0.95},
+        "encode_v1": {"results": {"1": {"ours": {"per_image_s": 1.0, "ratio_vs_hf": 0.9,
+                                                 "ratio_vs_core": 0.95},
                                         "ours_bf16": {"per_image_s": 0.3, "ratio_vs_hf": 0.3},
                                         "core": {"per_image_s": 1.05}, "hf": {"per_image_s": 1.1}}}},
-        "prompt_edit": {"results": {"ours_1": {"median_s": 1.0, "ratio_vs_core": 0.5}, "core_1": {"median_s": 2.0},
-                                    "ours_4": {"median_s": 1.5, "ratio_vs_core": 0.35}, "core_4": {"median_s": 4.3}}},
+        "prompt_edit": {"results": {"ours_1": {"median_s": 1.0, "ratio_vs_core": 0.5},
+                                    "core_1": {"median_s": 2.0},
+                                    "ours_4": {"median_s": 1.5, "ratio_vs_core": 0.35},
+                                    "core_4": {"median_s": 4.3}}},
         "overhead": {"results": {"with": {"median_s": 1.02}, "without": {"median_s": 1.0}}, "overhead": 0.02,
                      "steps": 10, "size": 64},
-        "memory_v1": {"results": {"ours": {"load": {"peak": 1800, "growth_x": 1.01}, "peak": 1800, "growth_x": 1.2},
-                                  "core": {"load": {"peak": 1750, "growth_x": 1.94}, "peak": 1750, "growth_x": 1.94}}},
+        "memory_v1": {"results": {"ours": {"load": {"peak": 1800, "growth_x": 1.01}, "peak": 1800,
+                                           "growth_x": 1.2},
+                                  "core": {"load": {"peak": 1750, "growth_x": 1.94}, "peak": 1750,
+                                           "growth_x": 1.94}}},
     }
     rows = run.summarise(res)
     text = " ".join(" ".join(r) for r in rows)

@@ -29,8 +29,8 @@ def test_v1_one_image_matches_core_photomaker(pm_env, full_v1_file):
     image = pm_env["images"]["face_red.png"].unsqueeze(0)
     ident, _ = call("StackedIDEncode", encoder=encoder, images=image)
     text = "a photo of a man img"
-    cond, _ = call("StackedIDApply", clip=clip, encoder=encoder, identity=ident, text=text, trigger_word="img",
-                   style_strength=0.0, identity_strength=1.0)
+    cond, _ = call("StackedIDApply", clip=clip, encoder=encoder, identity=ident, text=text,
+                   trigger_word="img", style_strength=0.0, identity_strength=1.0)
     ours = cond[0][0]
 
     # Core: its loader + encoder module on the same file, fed the same expanded prompt and class-row mask.

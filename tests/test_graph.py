@@ -14,7 +14,7 @@ pytestmark = pytest.mark.host
 
 EXPECTED_NODES = {"StackedIDLoader", "StackedIDFaceAnalysisLoader", "StackedIDEncode", "StackedIDStack",
                   "StackedIDSave", "StackedIDLoad", "StackedIDApply", "StackedIDStyle",
-                  "StackedIDFaceSimilarity", "StackedIDApplyBatch"}
+                  "StackedIDFaceSimilarity", "StackedIDApplyBatch", "StackedIDFaceKeypoints"}
 
 
 def node(name):

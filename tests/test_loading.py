@@ -96,7 +96,8 @@ def test_tiny_unet_config_matches_tiny_sdxl():
     tree = ast.parse((REPO_ROOT / "tests" / "support" / "tiny_sdxl.py").read_text())
     config = None
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "TINY_UNET_CONFIG" for t in node.targets):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "TINY_UNET_CONFIG"
+                                                for t in node.targets):
             config = ast.literal_eval(node.value)
     assert config is not None
     for key, value in pw.UNET_CONFIGS["tiny"].items():
@@ -170,8 +171,8 @@ def test_generation_deterministic_and_scaled():
     pos = a["vision_model.embeddings.position_embedding.weight"]
     assert abs(pos.std().item() - 0.02) < 0.002
     assert all(v.dtype == torch.float32 and v.is_contiguous() for v in a.values())
-    assert pw.make_encoder_state_dict("v1", "tiny", dtype=torch.bfloat16)["fuse_module.mlp1.fc1.weight"].dtype \
-        == torch.bfloat16
+    assert pw.make_encoder_state_dict("v1", "tiny", dtype=torch.bfloat16)[
+        "fuse_module.mlp1.fc1.weight"].dtype == torch.bfloat16
 
 
 @pytest.mark.slow
@@ -274,7 +275,8 @@ def test_lora_only_other_spellings_accepted(tmp_path, spelling):
     assert w.version is None and not w.encoder and w.lora
     n_weights = sum(1 for k in w.lora if not k.endswith(".alpha"))
     assert n_weights == len(lora)
-    got = sorted((tuple(v.shape), v.float().sum().item()) for k, v in w.lora.items() if not k.endswith(".alpha"))
+    got = sorted((tuple(v.shape), v.float().sum().item()) for k, v in w.lora.items()
+                 if not k.endswith(".alpha"))
     want = sorted((tuple(v.shape), v.float().sum().item()) for v in lora.values())
     assert got == want  # the same tensors, whatever the key spelling
 
@@ -283,7 +285,8 @@ def test_lora_only_other_spellings_accepted(tmp_path, spelling):
 def test_split_in_memory_and_detect_version(version):
     enc, lora = tiny_parts(version, seed=7)
     for sd in ({"id_encoder": enc, "lora_weights": lora},
-               {**{f"id_encoder.{k}": v for k, v in enc.items()}, **{f"lora_weights.{k}": v for k, v in lora.items()}},
+               {**{f"id_encoder.{k}": v for k, v in enc.items()},
+                **{f"lora_weights.{k}": v for k, v in lora.items()}},
                {f"pmid.{k}": v for k, v in enc.items()}, enc):
         w = split_photomaker_state_dict(sd)
         assert w.version == version

@@ -41,7 +41,8 @@ def _apply(clip, encoder, ident, text="a photo of a man img, smiling"):
 
 
 @pytest.mark.parametrize("count", [1, 2])
-def test_one_clip_pass_when_prompts_are_equal_and_same_result(comfy_host, pm_env, tiny, v1, count, monkeypatch):
+def test_one_clip_pass_when_prompts_are_equal_and_same_result(comfy_host, pm_env, tiny, v1, count,
+                                                              monkeypatch):
     encoder = v1[0]
     names = ["face_red.png", "face_red2.png"][:count]
     ident, _ = call("StackedIDEncode", encoder=encoder, images=images(pm_env, *names))
@@ -54,7 +55,7 @@ def test_one_clip_pass_when_prompts_are_equal_and_same_result(comfy_host, pm_env
     clip2 = _CountingClip(tiny[1])
     cond2, text_only2 = _apply(clip2, encoder, ident)
     assert clip2.encodes == 2
-    for (t1, d1), (t2, d2) in zip(cond + text_only, cond2 + text_only2):
+    for (t1, d1), (t2, d2) in zip(cond + text_only, cond2 + text_only2, strict=True):
         assert torch.equal(t1, t2) and torch.equal(d1["pooled_output"], d2["pooled_output"])
         assert {k: v for k, v in d1.items() if k != "pooled_output"} == \
                {k: v for k, v in d2.items() if k != "pooled_output"}
@@ -74,7 +75,7 @@ def test_compute_dtype_policy(comfy_host, monkeypatch):
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     assert isinstance(hostmod.cpu_has_amx_bf16(), bool)  # the real probe never raises
     for amx in (False, True):
-        monkeypatch.setattr(hostmod, "cpu_has_amx_bf16", lambda: amx)
+        monkeypatch.setattr(hostmod, "cpu_has_amx_bf16", lambda amx=amx: amx)
         assert hostmod.compute_dtype(cpu, torch.float16) == torch.float32  # the CPU default: fp32 numerics
         assert hostmod.compute_dtype(cpu, torch.float32) == torch.float32
         assert hostmod.compute_dtype(cpu, torch.bfloat16) == (torch.bfloat16 if amx else torch.float32)
@@ -88,7 +89,8 @@ def test_encoder_owns_its_tensors(comfy_host, pm_env):
     from support import pm_weights
 
     hostmod = comfy_host.pack_submodule("nodes.host")
-    enc_sd = pm_weights.make_encoder_state_dict("v1", "tiny", seed=3)  # fp32: the FP32 parts convert to themselves
+    # fp32: the FP32 parts convert to themselves
+    enc_sd = pm_weights.make_encoder_state_dict("v1", "tiny", seed=3)
     with torch.inference_mode():
         enc = hostmod.ManagedEncoder(enc_sd, "x.bin", "fp")
     src = {t.data_ptr() for t in enc_sd.values()}

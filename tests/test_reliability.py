@@ -42,8 +42,9 @@ pytestmark = pytest.mark.host
 
 LONG_RUN_PROMPTS = int(os.environ.get("PM_RELIABILITY_LONG_RUN", "40"))
 SERVER_SUBSET = ((hf.PHOTOMAKER, "pickle-os-system-zip"), (hf.PHOTOMAKER, "safetensors-huge-header"),
-                 (hf.PHOTOMAKER, "nan-encoder"), (hf.PHOTOMAKER, "sd15-checkpoint"), (hf.IDENTITY, "corrupt-header"),
-                 (hf.VERSION, "v1-identity-file-with-v2-encoder"), (hf.INSIGHTFACE, "random-bytes-onnx"))
+                 (hf.PHOTOMAKER, "nan-encoder"), (hf.PHOTOMAKER, "sd15-checkpoint"),
+                 (hf.IDENTITY, "corrupt-header"), (hf.VERSION, "v1-identity-file-with-v2-encoder"),
+                 (hf.INSIGHTFACE, "random-bytes-onnx"))
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -71,7 +72,8 @@ def check_refusal(case: hf.Case, err: dict) -> None:
     assert msg.startswith(head), f"{case.id}: message does not name node and input ({head!r}): {msg}"
     assert re.search(case.expect, msg, re.I), f"{case.id}: expected /{case.expect}/ in: {msg}"
     assert any(w in msg.lower() for w in hf.FIX_WORDS), f"{case.id}: message names no fix: {msg}"
-    assert str(err.get("exception_type", "")).endswith("NodeInputError"), f"{case.id}: {err.get('exception_type')}"
+    assert str(err.get("exception_type", "")).endswith("NodeInputError"), \
+        f"{case.id}: {err.get('exception_type')}"
 
 
 def case_graph(case: hf.Case, seed: int) -> dict:
@@ -115,8 +117,8 @@ def _version_graph(case: hf.Case) -> dict:
         g["4"] = {"class_type": "StackedIDFaceAnalysisLoader",
                   "inputs": {"model_pack": "buffalo_l", "provider": "CPU", "det_size": 640}}
         g["13"] = {"class_type": "StackedIDEncode",
-                   "inputs": {"encoder": ["12", 0], "images": ["3", 0], "face_analysis": ["4", 0], "no_face": "error",
-                              "face_select": "best score", "crop_to_face": False}}
+                   "inputs": {"encoder": ["12", 0], "images": ["3", 0], "face_analysis": ["4", 0],
+                              "no_face": "error", "face_select": "best score", "crop_to_face": False}}
         g["14"] = {"class_type": "StackedIDStack", "inputs": {"identity_1": ["5", 0], "weight_1": 1.0,
                                                               "identity_2": ["13", 0], "weight_2": 1.0,
                                                               "weight_3": 1.0, "weight_4": 1.0}}
@@ -167,15 +169,10 @@ def make_lru_executor(size: int = 32):
     """A PromptExecutor that keeps outputs across prompts (as a server started with --cache-lru):
     after a refused file the next good prompt re-runs the sampler, not every loader. The classic
     cache (everything after the failure re-executes) is what the HTTP tests run."""
-    import inspect
-
     import execution
-    from support.host import NullServer
+    from support.host import make_executor
 
-    if "cache_args" in inspect.signature(execution.PromptExecutor.__init__).parameters:
-        return execution.PromptExecutor(NullServer(), cache_type=execution.CacheType.LRU,
-                                        cache_args={"lru": size, "ram": 0})
-    return execution.PromptExecutor(NullServer(), cache_type=execution.CacheType.LRU, cache_size=size)
+    return make_executor(cache_type=execution.CacheType.LRU, lru_size=size)
 
 
 @pytest.fixture(scope="module")
@@ -240,10 +237,10 @@ def test_the_payloads_are_live(tmp_path):
               "    except Exception:\n"
               "        with open(path, 'rb') as f:\n"
               "            pickle.load(f)\n")
-    out = subprocess.run([sys.executable, "-c", script, *[p for p, _ in jobs]], capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-c", script, *[p for p, _ in jobs]], capture_output=True,
+                         text=True, timeout=300)
     ran = [Path(m).exists() for _, m in jobs]
-    assert all(ran), (dict(zip([c.id for c in payload_cases], ran)), out.stderr[-2000:])
+    assert all(ran), (dict(zip([c.id for c in payload_cases], ran, strict=True)), out.stderr[-2000:])
 
 
 def test_valid_identity_with_unreadable_provenance_is_accepted(rel_env, pm_env, tmp_path):
@@ -432,8 +429,8 @@ def test_nan_and_inf_pixels(encoders, version):
         assert_node_error(e)
 
 
-@pytest.mark.parametrize("shape", [(1, 0, 10, 3), (1, 10, 0, 3), (1, 10, 10, 2), (1, 10, 10, 5), (0, 10, 10, 3),
-                                   (10, 10, 3)], ids=str)
+@pytest.mark.parametrize("shape", [(1, 0, 10, 3), (1, 10, 0, 3), (1, 10, 10, 2), (1, 10, 10, 5),
+                                   (0, 10, 10, 3), (10, 10, 3)], ids=str)
 def test_shapes_no_photo_has(encoders, shape):
     """Empty height/width, 2 or 5 channels, an empty batch, a missing batch axis: a node error
     naming 'images' (0-height crashed with ZeroDivisionError deep in the resize)."""
@@ -500,10 +497,11 @@ ASCII_WORD = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size
 WEIRD = st.sampled_from(["(", ")", "[", "]", "{", "}", "\\(", "\\)", ":", ",", ".", "!", "|", "<", ">", "\\",
                          "((", "))", "(:1.2)", "()", "(,:0.5)", "BREAK", "\n", "\t", "  ", "'", '"', "#"])
 WEIGHT = st.one_of(st.floats(-4, 4, allow_nan=False).map(lambda f: f"{f:.2f}"),
-                   st.sampled_from(["", "abc", "1e3", "-0", "1.", ".5", "1:2", "1.1.1", "1e30", "inf", "nan", "-1e9"]))
+                   st.sampled_from(["", "abc", "1e3", "-0", "1.", ".5", "1:2", "1.1.1", "1e30", "inf", "nan",
+                                    "-1e9"]))
 # Mostly forms that must work, a quarter that must not (inside a word, twice, as an embedding name).
-TRIGGER_FORMS = st.sampled_from(["{t}"] * 6 + ["{t},", "({t}:1.3)", "{t}.", "({t})", "[{t}]", "{T}", "{t}:1.2",
-                                              "\\({t}\\)", "{t}\n", "{t}!"]
+TRIGGER_FORMS = st.sampled_from(["{t}"] * 6 + ["{t},", "({t}:1.3)", "{t}.", "({t})", "[{t}]", "{T}",
+                                              "{t}:1.2", "\\({t}\\)", "{t}\n", "{t}!"]
                                 + ["{t}ur", "x{t}", "{t} {t}", "embedding:{t}", "{t}{t}"])
 
 
@@ -522,8 +520,8 @@ def prompt_pieces(draw, triggers=("img",), max_words=40):
             at = draw(st.integers(0, len(pieces)))
             pieces.insert(at, form)
             if draw(st.sampled_from([True] * 4 + [False])):  # a class word right before it
-                pieces.insert(at, draw(st.sampled_from(["man", "woman", "a man", "(woman:1.2)", "embedding:pmface",
-                                                        "schoolgirl", "😀", "人"])))
+                pieces.insert(at, draw(st.sampled_from(["man", "woman", "a man", "(woman:1.2)",
+                                                        "embedding:pmface", "schoolgirl", "😀", "人"])))
     return pieces
 
 
@@ -542,7 +540,8 @@ def fuzz_tokenizer(comfy_host, tmp_path_factory):
                                     str(folder / f"{name}.safetensors"))
     tok = comfy.sdxl_clip.SDXLTokenizer(embedding_directory=str(folder))
     specs = {k: spec_from_vocab(t.start_token, t.end_token, t.pad_token, t.max_length,
-                                t.tokenizer.convert_ids_to_tokens) for k, t in (("l", tok.clip_l), ("g", tok.clip_g))}
+                                t.tokenizer.convert_ids_to_tokens)
+             for k, t in (("l", tok.clip_l), ("g", tok.clip_g))}
     return tok, specs
 
 
@@ -601,7 +600,8 @@ FUZZ_APPLY_EXAMPLES = int(os.environ.get("PM_FUZZ_APPLY_EXAMPLES", "30"))
 
 
 @settings(max_examples=FUZZ_TOKEN_EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
 @given(two=st.booleans(), lead=st.one_of(st.integers(0, 150), st.integers(150, 1000)),
        repeats=st.tuples(st.integers(1, 8), st.integers(1, 8)), data=st.data())
 def test_fuzz_token_logic(fuzz_tokenizer, two, lead, repeats, data):
@@ -646,30 +646,34 @@ def apply_once(tiny_clip, encoders, fuzz_env, text, version, two, pick, trigger,
 
 
 _TRIGGER_CHOICES = (["img"] * 12 + ["IMG", "img2", "ohwx", "photo", "sks", "😀", "é", "人"]
-                    + ["", " ", "a b", "(", ",", "embedding:pmface", "\u200b", "img:1.2", "<img>", "BREAK", "a"])
+                    + ["", " ", "a b", "(", ",", "embedding:pmface", "\u200b", "img:1.2", "<img>",
+                       "BREAK", "a"])
 # One trigger word in ten is arbitrary unicode (mostly refused, never a crash), the rest from the list.
 TRIGGER_WORDS = st.integers(0, 9).flatmap(
     lambda i: st.text(max_size=6) if i == 0 else st.sampled_from(_TRIGGER_CHOICES))
 
 
 @settings(max_examples=FUZZ_APPLY_EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
-@given(version=st.sampled_from(["v1", "v2"]), two=st.booleans(), pick=st.integers(0, 3), trigger=TRIGGER_WORDS,
-       trigger_2=st.one_of(st.just("img2"), TRIGGER_WORDS), strength=st.sampled_from([1.0, 0.5, 2.0]),
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(version=st.sampled_from(["v1", "v2"]), two=st.booleans(), pick=st.integers(0, 3),
+       trigger=TRIGGER_WORDS, trigger_2=st.one_of(st.just("img2"), TRIGGER_WORDS),
+       strength=st.sampled_from([1.0, 0.5, 2.0]),
        data=st.data())
-def test_fuzz_apply_node(tiny_clip, encoders, fuzz_env, version, two, pick, trigger, trigger_2, strength, data):
+def test_fuzz_apply_node(tiny_clip, encoders, fuzz_env, version, two, pick, trigger, trigger_2, strength,
+                         data):
     """The Apply node with the tiny CLIP on fuzzed prompts and trigger words (the prompt holds the
     chosen trigger words, in odd forms and places)."""
     summary.add("prompts_fuzzed")
     pieces = data.draw(prompt_pieces(triggers=(trigger, trigger_2) if two else (trigger,), max_words=30),
                        label="pieces")
-    outcome = apply_once(tiny_clip, encoders, fuzz_env, " ".join(pieces), version, two, pick, trigger, trigger_2,
-                         strength)
+    outcome = apply_once(tiny_clip, encoders, fuzz_env, " ".join(pieces), version, two, pick, trigger,
+                         trigger_2, strength)
     summary.outcome("apply-" + outcome)
 
 
-@pytest.mark.parametrize("text", ["a (man:1e30) img", "a (man:1e39) img", "a (man:inf) img", "a (man:nan) img",
-                                  "a man img, (red:1e38)", "a (man:-1e30) img"])
+@pytest.mark.parametrize("text", ["a (man:1e30) img", "a (man:1e39) img", "a (man:inf) img",
+                                  "a (man:nan) img", "a man img, (red:1e38)", "a (man:-1e30) img"])
 def test_extreme_prompt_weights_give_a_node_error_not_nan(tiny_clip, encoders, fuzz_env, text):
     """Weights like (man:1e30) made Apply return NaN conditioning; now a node error names 'text'."""
     summary.add("prompts_fuzzed")
@@ -689,7 +693,7 @@ def test_host_tokenizer_failure_is_a_node_error(tiny_clip, encoders, fuzz_env, t
             call("StackedIDApply", clip=tiny_clip, encoder=encoders["v1"], identity=fuzz_env["v1"][0],
                  text="a photo of a man img embedding:", trigger_word="img")
     finally:
-        for t, d in zip(toks, saved):
+        for t, d in zip(toks, saved, strict=True):
             t.embedding_directory = d
     assert_node_error(e, "text", "PhotoMaker Apply")
     assert "tokenizer" in str(e.value)
@@ -726,7 +730,8 @@ def _write_server_models(base):
     pm_dir = models / "photomaker"
     pm_dir.mkdir(parents=True)
     lora = pm_weights.make_lora_state_dict("tiny", seed=13)
-    pm_weights.write_nested_bin(pm_dir / "tiny-v1.bin", pm_weights.make_encoder_state_dict("v1", "tiny", seed=11), lora)
+    pm_weights.write_nested_bin(pm_dir / "tiny-v1.bin",
+                                pm_weights.make_encoder_state_dict("v1", "tiny", seed=11), lora)
     pm_weights.write_flat_safetensors(pm_dir / "tiny-v2.safetensors",
                                       pm_weights.make_encoder_state_dict("v2", "tiny", seed=12), lora)
     fi.write_pack(models / "insightface" / "models" / "buffalo_l")
@@ -738,7 +743,8 @@ def _write_server_models(base):
               "big_face.png": fi.synthetic_face(512, 512, box=(128, 128, 384, 384))}
     for name, img in images.items():
         Image.fromarray((img.numpy() * 255).round().astype(np.uint8)).save(base / "input" / name)
-    return {hf.PHOTOMAKER: pm_dir, hf.IDENTITY: models / "photomaker_identities", hf.INSIGHTFACE: models / "insightface"}
+    return {hf.PHOTOMAKER: pm_dir, hf.IDENTITY: models / "photomaker_identities",
+            hf.INSIGHTFACE: models / "insightface"}
 
 
 def start_server(comfy_host, base):
@@ -802,9 +808,9 @@ def test_long_run_short_form_over_http(server):
     summary.add("longrun_completed", result.completed)
     growth = result.growth_percent()
     summary.record_memory_growth(growth)
-    summary.note(f"long run (server): {result.completed} prompts in {result.seconds:.0f} s, kinds {result.kinds}, "
-          f"RSS after warm-up {result.rss[result.warmup] / 2**20:.0f} MB, end {result.rss[-1] / 2**20:.0f} MB, "
-          f"growth of the floor {growth:+.2f} %")
+    summary.note(f"long run (server): {result.completed} prompts in {result.seconds:.0f} s, "
+                 f"kinds {result.kinds}, RSS after warm-up {result.rss[result.warmup] / 2**20:.0f} MB, "
+                 f"end {result.rss[-1] / 2**20:.0f} MB, growth of the floor {growth:+.2f} %")
     assert result.completed == LONG_RUN_PROMPTS
     assert growth < 5.0
     assert_alive(srv)
@@ -861,7 +867,7 @@ def interrupt_once(srv, seed: int, delay: float = 1.0) -> dict:
 def test_interrupt_during_large_encode_then_next_prompt(server):
     srv, _ = server
     result = interrupt_once(srv, seed=77)
-    summary.note(f"interrupt: landed in {result['node_type']}, prompt stopped {result['stopped_after']:.2f} s "
-          f"after POST /interrupt")
+    summary.note(f"interrupt: landed in {result['node_type']}, prompt stopped "
+                 f"{result['stopped_after']:.2f} s after POST /interrupt")
     assert result["node_type"] == "StackedIDEncode"
     assert result["stopped_after"] < 5.0

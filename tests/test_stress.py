@@ -56,10 +56,12 @@ def test_long_run_over_http(server):
     summary.add("longrun_completed", result.completed)
     growth = result.growth_percent()
     summary.record_memory_growth(growth)
-    curve = ", ".join(f"{i + 1}:{result.rss[i] / 2**20:.0f}" for i in range(0, LONG_RUN, max(1, LONG_RUN // 20)))
+    curve = ", ".join(f"{i + 1}:{result.rss[i] / 2**20:.0f}"
+                      for i in range(0, LONG_RUN, max(1, LONG_RUN // 20)))
     summary.note(f"long run (server): {result.completed} prompts in {result.seconds:.0f} s "
-          f"({result.seconds / result.completed:.2f} s each), kinds {result.kinds}\nRSS MB by prompt: {curve}, "
-          f"end {result.rss[-1] / 2**20:.0f}\ngrowth of the floor after {WARMUP} warm-up prompts: {growth:+.2f} %")
+                 f"({result.seconds / result.completed:.2f} s each), kinds {result.kinds}\n"
+                 f"RSS MB by prompt: {curve}, end {result.rss[-1] / 2**20:.0f}\n"
+                 f"growth of the floor after {WARMUP} warm-up prompts: {growth:+.2f} %")
     assert result.completed == LONG_RUN
     assert growth < 5.0
 
@@ -70,8 +72,8 @@ def test_long_run_in_process_encoder_once(comfy_host, pm_env, rel_env):
     result = long_run.run_inprocess(comfy_host.run_graph, ex, LONG_RUN, seed=12,
                                     on_prompt=lambda i, kind, ids: counts.append(len(ids)))
     summary.add("longrun_completed", result.completed)
-    summary.note(f"long run (in-process): {result.completed} prompts in {result.seconds:.0f} s, encoders in the loaded-"
-          f"model list per prompt: max {max(counts)}")
+    summary.note(f"long run (in-process): {result.completed} prompts in {result.seconds:.0f} s, "
+                 f"encoders in the loaded-model list per prompt: max {max(counts)}")
     assert result.completed == LONG_RUN and max(counts) <= 2
 
 
@@ -115,17 +117,20 @@ def test_repeated_interrupts(server):
 
 
 @settings(max_examples=stress_size(3000, 500), deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
 @given(two=st.booleans(), lead=st.one_of(st.integers(0, 150), st.integers(150, 1000)),
        repeats=st.tuples(st.integers(1, 16), st.integers(1, 16)), data=st.data())
-def test_fuzz_token_logic_long(fuzz_tokenizer, lead, two, repeats, data):
+def test_fuzz_token_logic_long(fuzz_tokenizer, lead, two, repeats, data):  # noqa: F811
     tok, specs = fuzz_tokenizer
-    pieces = data.draw(prompt_pieces(triggers=("img", "img2") if two else ("img",), max_words=80), label="pieces")
+    pieces = data.draw(prompt_pieces(triggers=("img", "img2") if two else ("img",), max_words=80),
+                       label="pieces")
     words = ["red"] * lead
     text = " ".join(words[: lead // 2] + pieces + words[lead // 2:])
     summary.add("prompts_fuzzed")
     try:
-        outcome = fuzz_tokens_once(tok, specs, text, [("img", repeats[0])] + ([("img2", repeats[1])] if two else []))
+        outcome = fuzz_tokens_once(tok, specs, text,
+                                   [("img", repeats[0])] + ([("img2", repeats[1])] if two else []))
     except (AssertionError, ValueError):
         raise
     except Exception as e:
@@ -134,21 +139,23 @@ def test_fuzz_token_logic_long(fuzz_tokenizer, lead, two, repeats, data):
 
 
 @settings(max_examples=stress_size(300, 60), deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
-@given(version=st.sampled_from(["v1", "v2"]), two=st.booleans(), pick=st.integers(0, 3), trigger=TRIGGER_WORDS,
-       trigger_2=st.one_of(st.just("img2"), TRIGGER_WORDS), strength=st.sampled_from([1.0, 0.5, 2.0]),
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(version=st.sampled_from(["v1", "v2"]), two=st.booleans(), pick=st.integers(0, 3),
+       trigger=TRIGGER_WORDS, trigger_2=st.one_of(st.just("img2"), TRIGGER_WORDS),
+       strength=st.sampled_from([1.0, 0.5, 2.0]),
        lead=st.one_of(st.just(0), st.integers(0, 100), st.integers(100, 900)), data=st.data())
-def test_fuzz_apply_node_long(tiny_clip, encoders, fuzz_env, version, two, pick, trigger, trigger_2, strength, lead,
-                              data):
+def test_fuzz_apply_node_long(tiny_clip, encoders, fuzz_env, version, two, pick,  # noqa: F811
+                              trigger, trigger_2, strength, lead, data):
     summary.add("prompts_fuzzed")
     pieces = data.draw(prompt_pieces(triggers=(trigger, trigger_2) if two else (trigger,), max_words=60),
                        label="pieces")
     text = " ".join(["red"] * (lead // 2) + pieces + ["blue"] * (lead - lead // 2))
-    summary.outcome("apply-" + apply_once(tiny_clip, encoders, fuzz_env, text, version, two, pick, trigger, trigger_2,
-                                          strength))
+    summary.outcome("apply-" + apply_once(tiny_clip, encoders, fuzz_env, text, version, two, pick, trigger,
+                                          trigger_2, strength))
 
 
-def test_8000x8000_photo(encoders):
+def test_8000x8000_photo(encoders):  # noqa: F811
     """One 8000x8000 photo (732 MB as a float32 IMAGE) through V2 with face detection: it works, in
     bounded time and memory (measured about 11-15 s and +2.9 GB peak, 4x the input, on 2 cores)."""
     r = big_photo(encoders, 8000, 8000)
@@ -174,10 +181,13 @@ def test_nan_check_cost_on_full_size_v2(comfy_host):
     for t in enc.values():
         t.to(torch.float32)
     t_convert = time.perf_counter() - t0
-    summary.note(f"NaN/inf check, full-size V2 ({torch.get_num_threads()} thread): encoder {t_enc:.2f} s, LoRA "
-          f"{t_lora:.2f} s; converting the encoder to fp32 (done at every load) {t_convert:.2f} s")
+    summary.note(f"NaN/inf check, full-size V2 ({torch.get_num_threads()} thread): encoder {t_enc:.2f} s, "
+                 f"LoRA {t_lora:.2f} s; converting the encoder to fp32 (done at every load) "
+                 f"{t_convert:.2f} s")
     assert t_enc + t_lora < 10
 
 
-# fixtures shared with test_reliability (module-scoped there; redefined here for this module)
+# fixtures shared with test_reliability (module-scoped there; redefined here for this module).
+# pytest passes them by parameter name, so the tests that use them shadow these imports on
+# purpose: their `noqa: F811` is for that, not a real redefinition.
 from test_reliability import encoders, fuzz_env, fuzz_tokenizer  # noqa: E402,F401

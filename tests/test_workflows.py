@@ -17,6 +17,7 @@ import http.server
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -406,6 +407,18 @@ def test_save_identity_workflow_then_reuse(comfy_host, wf_env):
     assert img.shape == (LATENT, LATENT, 3)
 
 
+def _evaluate(api, nid):
+    """Output 0 of node `nid` of an API graph, run in-process with the host's classes (for chains of
+    host nodes without models, e.g. masks)."""
+    import nodes
+
+    node = api[nid]
+    cls = nodes.NODE_CLASS_MAPPINGS[node["class_type"]]
+    kwargs = {k: _evaluate(api, v[0]) if isinstance(v, list) else v for k, v in node["inputs"].items()}
+    out = getattr(cls(), cls.FUNCTION)(**kwargs)
+    return tuple(getattr(out, "result", out))[0]  # a V1 tuple or a V3 NodeOutput
+
+
 @pytest.mark.host
 def test_two_people_workflow_masks_each_person_to_one_half(comfy_host, wf_env):
     """08-photomaker-two-people.json: the sampler's positive is the shared two-trigger prompt combined
@@ -413,16 +426,12 @@ def test_two_people_workflow_masks_each_person_to_one_half(comfy_host, wf_env):
     Person A (identity, img) left, Person B (identity_2, img2) right."""
     import re
 
-    import nodes
     import torch
 
     api = wapi.ui_to_api(json.loads((REPO / "workflows" / "08-photomaker-two-people.json").read_text()))
 
-    def evaluate(nid):  # run a chain of mask nodes with the host's classes
-        node = api[nid]
-        cls = nodes.NODE_CLASS_MAPPINGS[node["class_type"]]
-        kwargs = {k: evaluate(v[0]) if isinstance(v, list) else v for k, v in node["inputs"].items()}
-        return getattr(cls(), cls.FUNCTION)(**kwargs)[0]
+    def evaluate(nid):
+        return _evaluate(api, nid)
 
     def parts(nid):
         node = api[nid]
@@ -506,6 +515,70 @@ def test_controlnet_workflow_gives_the_controlnet_the_text_only_prompt(comfy_hos
     assert len(control_b) == 3 and any(same(identity[0], c) for c in control_b)
 
 
+def _only(api, class_type):
+    (nid,) = [k for k, n in api.items() if n["class_type"] == class_type]
+    return nid, api[nid]
+
+
+@pytest.mark.host
+def test_regions_workflow_gives_each_person_one_half(comfy_host, wf_env):
+    """20-photomaker-two-people-regions.json: one Apply with both identities, Person A's mask the left
+    half and Person B's the right half (complementary, from the host's mask nodes); the sampler's
+    positive is Apply's output, whose identity entries carry exactly those masks."""
+    import torch
+
+    path = REPO / "workflows" / "20-photomaker-two-people-regions.json"
+    api = _api(path, wf_env)
+    apply_id, apply = _only(api, "StackedIDApply")
+    _, ks = _only(api, "KSampler")
+    assert ks["inputs"]["positive"] == [apply_id, 0]
+    left, right = (_evaluate(api, apply["inputs"][name][0]) for name in ("mask", "mask_2"))
+    half = left.shape[-1] // 2
+    assert bool((left[..., :half] == 1).all()) and bool((left[..., half:] == 0).all())
+    assert torch.equal(left + right, torch.ones_like(left))
+    _, outputs = comfy_host.run_graph(api, executor=wf_env["executor"], prompt_id="regions-wf")
+    (img,) = _saved(outputs, api)
+    assert img.shape == (LATENT, LATENT, 3) and img.std() > 0
+
+
+@pytest.mark.host
+def test_pose_t2i_adapter_workflow_uses_the_reference_setting(comfy_host, wf_env):
+    """21-photomaker-pose-t2i-adapter.json: Load ControlNet Model gives a T2I-Adapter; it acts on
+    Apply's conditioning at strength 0.8 over the first 80 % of the schedule (the reference's
+    adapter_conditioning_scale and _factor), and it changes the picture."""
+    import comfy.controlnet
+
+    path = REPO / "workflows" / "21-photomaker-pose-t2i-adapter.json"
+    api = _api(path, wf_env)
+    cn_id, cn = _only(api, "ControlNetApplyAdvanced")
+    apply_id, _ = _only(api, "StackedIDApply")
+    assert cn["inputs"]["positive"] == [apply_id, 0]
+    assert (cn["inputs"]["strength"], cn["inputs"]["start_percent"], cn["inputs"]["end_percent"]) == (0.8, 0.0, 0.8)
+    adapter = _evaluate(api, cn["inputs"]["control_net"][0])
+    assert isinstance(adapter, comfy.controlnet.T2IAdapter)
+    images = {}
+    for strength in (0.8, 0.0):
+        api[cn_id]["inputs"]["strength"] = strength
+        _, outputs = comfy_host.run_graph(api, executor=wf_env["executor"], prompt_id=f"t2i-{strength}")
+        (images[strength],) = _saved(outputs, api)
+    assert np.abs(images[0.8].astype(np.float32) - images[0.0].astype(np.float32)).max() > 0
+
+
+@pytest.mark.host
+def test_keypoints_controlnet_workflow_draws_the_id_photo_keypoints(comfy_host, wf_env):
+    """22-photomaker-keypoints-controlnet.json: Face Keypoints takes the ID photo (the same Load Image
+    as Encode Identity) and its InstantID-style drawing is the ControlNet's hint image."""
+    api = _api(path := REPO / "workflows" / "22-photomaker-keypoints-controlnet.json", wf_env)
+    kp_id, kp = _only(api, "StackedIDFaceKeypoints")
+    _, enc = _only(api, "StackedIDEncode")
+    _, cn = _only(api, "ControlNetApplyAdvanced")
+    assert cn["inputs"]["image"] == [kp_id, 0] and kp["inputs"]["images"] == enc["inputs"]["images"]
+    assert kp["inputs"]["style"] == "instantid"
+    _, outputs = comfy_host.run_graph(api, executor=wf_env["executor"], prompt_id=path.stem)
+    (img,) = _saved(outputs, api)
+    assert img.shape == (LATENT, LATENT, 3) and img.std() > 0
+
+
 # ----------------------------------------------------------------------------------- demo
 
 def _run_demo(*args, timeout=300):
@@ -553,3 +626,41 @@ def test_demo_synthetic_writes_labelled_png(tmp_path):
     assert img.size == (demo.SYNTHETIC_SIZE, demo.SYNTHETIC_SIZE)
     assert "SYNTHETIC" in img.info.get("Comment", "")
     print(f"demo --synthetic: {elapsed:.1f} s")
+
+
+def _checkout_inside_comfyui(host_root: Path, where: Path) -> Path:
+    """A ComfyUI folder whose entries link to `host_root`, with a real copy of this checkout (tracked
+    and untracked-but-not-ignored files) at custom_nodes/<pack>, as a user's clone would sit."""
+    comfy = where / "ComfyUI"
+    comfy.mkdir()
+    for entry in host_root.iterdir():
+        if entry.name != "custom_nodes":
+            (comfy / entry.name).symlink_to(entry)
+    pack = comfy / "custom_nodes" / "comfyui-photomaker-stackedid"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for rel in files:
+        if (REPO / rel).is_file():
+            (pack / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, pack / rel)
+    return pack
+
+
+def test_demo_synthetic_inside_comfyui_033(tmp_path):
+    """`scripts/demo.py --synthetic` from a checkout inside a ComfyUI 0.33.0's custom_nodes/ finds that
+    ComfyUI (no COMFYUI_PATH, no pin) and runs the workflow through its engine."""
+    prov = _load_script("provision_host")
+    try:
+        host_root = prov.find_host("0.33.0")
+    except prov.HostUnavailable as e:
+        pytest.skip(e.message)
+    pack = _checkout_inside_comfyui(host_root, tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("COMFYUI_PATH", "PM_COMFY_VERSION")}
+    env.setdefault("OMP_NUM_THREADS", "2")
+    out = tmp_path / "demo.png"
+    res = subprocess.run([sys.executable, "scripts/demo.py", "--synthetic", "--out", str(out)], cwd=pack,
+                         env=env, capture_output=True, text=True, timeout=300)
+    text = res.stdout + res.stderr
+    assert res.returncode == 0, text
+    assert f"ComfyUI host: {tmp_path / 'ComfyUI'}" in text
+    assert out.is_file() and out.stat().st_size > 0

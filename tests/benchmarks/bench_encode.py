@@ -40,7 +40,8 @@ def build_sides(version: str, wanted: list[str], path):
     sides, info = {}, {}
     if "ours" in wanted:
         enc = hostmod.ManagedEncoder(weights.encoder, path.name, "bench")
-        info["ours"] = {"storage": str(enc.dtype), "compute": str(hostmod.compute_dtype(enc.load_device, enc.dtype))}
+        info["ours"] = {"storage": str(enc.dtype),
+                        "compute": str(hostmod.compute_dtype(enc.load_device, enc.dtype))}
 
         def ours(images, arc):
             return enc.encode_identity(pre.clip_preprocess(images), arc)
@@ -103,7 +104,8 @@ def check_numerics(sides, images, arc) -> dict:
             if name in ("hf", "core"):
                 continue
             got = sides[name](images, arc).float()
-            out[name] = {"rel_l2_vs_hf": (torch.linalg.vector_norm(got - ref) / torch.linalg.vector_norm(ref)).item(),
+            out[name] = {"rel_l2_vs_hf": (torch.linalg.vector_norm(got - ref)
+                                          / torch.linalg.vector_norm(ref)).item(),
                          "max_abs_vs_hf": (got - ref).abs().max().item()}
     return out
 
@@ -128,7 +130,8 @@ def main(argv=None):
     sides, info = build_sides(a.version, a.sides.split(","), path)
     counts = [int(n) for n in a.images.split(",")]
     photos = C.synthetic_photos(max(counts))
-    arcface = torch.randn(max(counts), 512, generator=torch.Generator().manual_seed(3)) * 25  # raw ArcFace norm ~25
+    # raw ArcFace norm ~25
+    arcface = torch.randn(max(counts), 512, generator=torch.Generator().manual_seed(3)) * 25
     numerics = check_numerics(sides, photos[:2], arcface[:2] if a.version == "v2" else None)
     results = {}
     for i, n in enumerate(counts):
@@ -136,7 +139,7 @@ def main(argv=None):
         arc = arcface[:n] if a.version == "v2" else None
         cpu = {}
         with torch.inference_mode():
-            times = C.alternate({k: (lambda f=f: f(imgs, arc)) for k, f in sides.items()},
+            times = C.alternate({k: (lambda f=f, imgs=imgs, arc=arc: f(imgs, arc)) for k, f in sides.items()},
                                 repeats=a.repeats, warmup=1 if i == 0 else 0, cpu=cpu)
         row = {k: {**C.summary(v), "per_image_s": C.summary(v)["median_s"] / n,
                    "cpu_median_s": C.summary(cpu[k])["median_s"]} for k, v in times.items()}
@@ -144,10 +147,12 @@ def main(argv=None):
             for base in ("hf", "core"):
                 if base in row and k != base:
                     row[k][f"ratio_vs_{base}"] = C.ratio(row[k]["median_s"], row[base]["median_s"])
-                    row[k][f"cpu_ratio_vs_{base}"] = C.ratio(row[k]["cpu_median_s"], row[base]["cpu_median_s"])
+                    row[k][f"cpu_ratio_vs_{base}"] = C.ratio(row[k]["cpu_median_s"],
+                                                             row[base]["cpu_median_s"])
         results[str(n)] = row
         C.log(f"encode {a.version} n={n}: " + ", ".join(
-            f"{k} {v['median_s']:.2f}s ({v['per_image_s']:.2f}s/img, cpu {v['cpu_median_s']:.2f}s)" for k, v in row.items()))
+            f"{k} {v['median_s']:.2f}s ({v['per_image_s']:.2f}s/img, cpu {v['cpu_median_s']:.2f}s)"
+            for k, v in row.items()))
     C.emit({"bench": "encode", "version": a.version, "sides": info, "numerics": numerics,
             "results": results, "repeats": a.repeats, "load": C.load_note()})
 

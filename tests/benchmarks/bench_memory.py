@@ -66,7 +66,8 @@ def child(side: str, version: str, images: int) -> dict:
                 import nodes
 
                 loader = nodes.NODE_CLASS_MAPPINGS["StackedIDLoader"]
-                enc, patched = loader.execute(photomaker_file=path.name, model=model, lora_strength=1.0).result
+                enc, patched = loader.execute(photomaker_file=path.name, model=model,
+                                              lora_strength=1.0).result
                 pre = C.pack_module("photomaker_core.preprocess")
                 module = enc.model
                 run = lambda: enc.encode_identity(pre.clip_preprocess(photos), arc)  # noqa: E731
@@ -78,8 +79,9 @@ def child(side: str, version: str, images: int) -> dict:
                 (module,) = loader.execute(photomaker_model_name=path.name).result
                 mask = torch.zeros(1, 77, dtype=torch.bool)
                 mask[0, 5] = True
-                run = lambda: module(id_pixel_values=comfy.clip_vision.clip_preprocess(photos).float().unsqueeze(0),  # noqa: E731
-                                     prompt_embeds=torch.zeros(1, 77, 2048), class_tokens_mask=mask)
+                run = lambda: module(  # noqa: E731
+                    id_pixel_values=comfy.clip_vision.clip_preprocess(photos).float().unsqueeze(0),
+                    prompt_embeds=torch.zeros(1, 77, 2048), class_tokens_mask=mask)
             elif side == "hf":
                 import reference_hf as R
 
@@ -87,8 +89,8 @@ def child(side: str, version: str, images: int) -> dict:
                 module = R.HFReferenceEncoder.from_state_dict(sd, version)
                 del sd
                 proc = R.processor()
-                run = lambda: module.encode_identity(proc(images=R.to_pil(photos), return_tensors="pt").pixel_values,  # noqa: E731
-                                                     arc)
+                run = lambda: module.encode_identity(  # noqa: E731
+                    proc(images=R.to_pil(photos), return_tensors="pt").pixel_values, arc)
             else:
                 raise SystemExit(f"unknown side {side}")
             gc.collect()
@@ -124,8 +126,9 @@ def main(argv=None):
     for side in a.sides.split(","):
         if side == "core" and a.version != "v1":
             continue
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", side, "--version", a.version,
-                               "--images", str(a.images)], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", side,
+                               "--version", a.version, "--images", str(a.images)],
+                              capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("MEM_RESULT ")]
         if proc.returncode != 0 or not lines:
             C.log(f"memory side {side} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -135,11 +138,13 @@ def main(argv=None):
         results[side] = r
         C.log(f"memory {a.version} {side}: host {r['host']['rss']:.0f} MiB (anon {r['host']['anon']:.0f}), "
               f"encoder {r['encoder']:.0f} MiB; load: peak {r['load']['peak']:.0f}, peak anon "
-              f"{r['load']['peak_anon']:.0f} -> {r['load']['growth_x']:.2f}x anon, {r['load']['rss_growth_x']:.2f}x rss; "
-              f"+encode {a.images}: peak {r['peak']:.0f}, peak anon {r['peak_anon']:.0f} -> {r['growth_x']:.2f}x anon, "
-              f"{r['rss_growth_x']:.2f}x rss; after: rss {r['after']['rss']:.0f} anon {r['after']['anon']:.0f} "
+              f"{r['load']['peak_anon']:.0f} -> {r['load']['growth_x']:.2f}x anon, "
+              f"{r['load']['rss_growth_x']:.2f}x rss; +encode {a.images}: peak {r['peak']:.0f}, "
+              f"peak anon {r['peak_anon']:.0f} -> {r['growth_x']:.2f}x anon, {r['rss_growth_x']:.2f}x rss; "
+              f"after: rss {r['after']['rss']:.0f} anon {r['after']['anon']:.0f} "
               f"file {r['after']['file']:.0f}")
-    C.emit({"bench": "memory", "version": a.version, "images": a.images, "results": results, "load": C.load_note()})
+    C.emit({"bench": "memory", "version": a.version, "images": a.images, "results": results,
+            "load": C.load_note()})
 
 
 if __name__ == "__main__":

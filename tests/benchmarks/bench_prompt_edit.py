@@ -54,8 +54,8 @@ def main(argv=None):
     for i, n in enumerate(counts):
         # Each side its own (identical) UNet instance: two LoRA-patched clones of one UNet would
         # unpatch and re-patch each other's weights at every alternation.
-        builders[f"ours_{n}"] = (lambda text, n=n, i=i: graphs.ours_graph(path.name, text, images=n, instance=2 * i,
-                                                                          steps=a.steps))
+        builders[f"ours_{n}"] = (lambda text, n=n, i=i: graphs.ours_graph(path.name, text, images=n,
+                                                                          instance=2 * i, steps=a.steps))
         builders[f"core_{n}"] = (lambda text, n=n, i=i: graphs.core_graph(path.name, text, images=n,
                                                                           instance=2 * i + 1, steps=a.steps))
     if a.two_pass and 1 in counts:

@@ -53,8 +53,6 @@ def photomaker_file(version: str, seed: int = 0, lora: str = "tiny") -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"photomaker-{version}-full-s{seed}-lora{lora}.bin"
     if not path.exists():
-        import torch
-
         t0 = time.perf_counter()
         enc = pm_weights.make_encoder_state_dict(version, "full", seed=seed)
         lo = pm_weights.make_lora_state_dict(lora, seed=seed)
@@ -84,7 +82,8 @@ def synthetic_photos(n: int, size: int = 512, seed: int = 0):
 
 # ------------------------------------------------------------------ timing
 
-def alternate(sides: dict, repeats: int, warmup: int = 1, before_each=None, cpu: dict | None = None) -> dict[str, list[float]]:
+def alternate(sides: dict, repeats: int, warmup: int = 1, before_each=None,
+              cpu: dict | None = None) -> dict[str, list[float]]:
     """Run the callables of `sides` in turn (A B C A B C ...), `warmup` untimed rounds first, then
     `repeats` timed rounds. Returns {name: [wall seconds...]}; if `cpu` is a dict it receives
     {name: [process CPU seconds...]} too (less sensitive to other processes on a shared machine).

@@ -335,16 +335,11 @@ class _Server:
 
 
 def make_runner():
-    import inspect
-
     import execution
+    from support.host import make_executor
 
     server = _Server()
-    params = inspect.signature(execution.PromptExecutor.__init__).parameters
-    if "cache_args" in params:
-        ex = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
-    else:
-        ex = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_size=0)
+    ex = make_executor(server)
     counter = [0]
 
     def run(prompt: dict, nodes_out: dict | None = None) -> float:

@@ -18,7 +18,8 @@ WIDTH = 2048
 class _MLP(nn.Module):  # LN -> Linear -> GELU(erf) -> Linear (+ input)
     def __init__(self, dim_in, dim_out, hidden, residual):
         super().__init__()
-        self.layernorm, self.fc1, self.fc2 = nn.LayerNorm(dim_in), nn.Linear(dim_in, hidden), nn.Linear(hidden, dim_out)
+        self.layernorm, self.fc1, self.fc2 = (nn.LayerNorm(dim_in), nn.Linear(dim_in, hidden),
+                                              nn.Linear(hidden, dim_out))
         self.residual = residual
 
     def forward(self, x):
@@ -65,7 +66,8 @@ class QFormerPerceiver(nn.Module):
         self.token_proj = nn.Sequential(nn.Linear(id_dim, WIDTH), nn.GELU(), nn.Linear(WIDTH, WIDTH * tokens))
         self.token_norm = nn.LayerNorm(WIDTH)
         pr = nn.Module()
-        pr.proj_in, pr.proj_out, pr.norm_out = nn.Linear(vision, WIDTH), nn.Linear(WIDTH, WIDTH), nn.LayerNorm(WIDTH)
+        pr.proj_in, pr.proj_out, pr.norm_out = (nn.Linear(vision, WIDTH), nn.Linear(WIDTH, WIDTH),
+                                                nn.LayerNorm(WIDTH))
         pr.layers = nn.ModuleList(nn.ModuleList([
             _PerceiverAttn(), nn.Sequential(nn.LayerNorm(WIDTH), nn.Linear(WIDTH, ff, bias=False), nn.GELU(),
                                             nn.Linear(ff, WIDTH, bias=False))]) for _ in range(layers))
@@ -119,7 +121,8 @@ class HFReferenceEncoder(nn.Module):
         out = self.clip.vision_model(pixel_values=pixel_values)
         if self.version == "v1":
             pooled = out.pooler_output  # post-LN CLS
-            return torch.cat([self.clip.visual_projection(pooled), self.visual_projection_2(pooled)], -1).unsqueeze(1)
+            return torch.cat([self.clip.visual_projection(pooled), self.visual_projection_2(pooled)],
+                             -1).unsqueeze(1)
         return self.qformer_perceiver(arcface, out.last_hidden_state)
 
 

@@ -32,8 +32,10 @@ def plan(quick: bool, threads: int) -> dict[str, list[str]]:
     imgs = "1,4" if quick else "1,4,10"
     return {
         "encode_v1": ["bench_encode.py", "--version", "v1", "--images", imgs, *r, *t],
-        "encode_v2": ["bench_encode.py", "--version", "v2", "--images", imgs, "--sides", "ours,ours_bf16,hf", *r, *t],
-        "prompt_edit": ["bench_prompt_edit.py", "--images", "1,4", "--repeats", "2" if quick else "5", "--two-pass", *t],
+        "encode_v2": ["bench_encode.py", "--version", "v2", "--images", imgs, "--sides", "ours,ours_bf16,hf",
+                      *r, *t],
+        "prompt_edit": ["bench_prompt_edit.py", "--images", "1,4", "--repeats", "2" if quick else "5",
+                        "--two-pass", *t],
         "overhead": ["bench_overhead.py", "--repeats", "3" if quick else "9", *t],
         "memory_v1": ["bench_memory.py", "--version", "v1", "--images", "4"],
         "memory_v2": ["bench_memory.py", "--version", "v2", "--images", "4", "--sides", "ours,hf"],
@@ -85,7 +87,8 @@ def summarise(res: dict) -> list[list[str]]:
                 rows.append([f"encode {v.upper()}, {n} image(s), s/image: ours vs core",
                              f"{o['per_image_s']:.2f}", f"{row['core']['per_image_s']:.2f}",
                              f"{o['ratio_vs_core']:.2f}x", "info", "-"])
-            for side, label in (("ours", "ours (fp32, default)"), ("ours_bf16", "ours, --bf16-text-enc (AMX bf16)")):
+            for side, label in (("ours", "ours (fp32, default)"),
+                                ("ours_bf16", "ours, --bf16-text-enc (AMX bf16)")):
                 s = row.get(side)
                 if s and "hf" in row:
                     rows.append([f"encode {v.upper()}, {n} image(s), s/image: {label} vs transformers",
@@ -108,7 +111,8 @@ def summarise(res: dict) -> list[list[str]]:
     ov = res.get("overhead")
     if ov and "results" in ov:
         w, wo = ov["results"]["with"], ov["results"]["without"]
-        rows.append([f"end-to-end warm tiny graph ({ov['steps']} steps, {ov['size']} px), s: with vs without PhotoMaker",
+        rows.append([f"end-to-end warm tiny graph ({ov['steps']} steps, {ov['size']} px), "
+                     f"s: with vs without PhotoMaker",
                      f"{w['median_s']:.3f}", f"{wo['median_s']:.3f}", f"{100 * ov['overhead']:+.1f}%",
                      f"< {100 * TARGETS['overhead']:.0f}%", _mark(ov["overhead"] < TARGETS["overhead"])])
     for v in ("v1", "v2"):
@@ -146,8 +150,8 @@ def markdown(res: dict, rows: list[list[str]]) -> str:
              if isinstance(v, dict) and isinstance(v.get("measured"), dict)}
     if loads:
         out += ["", "Load average (1 min) when each benchmark ended: " +
-                ", ".join(f"{k} {v}" for k, v in loads.items()) + f" (on {meta['cpus']} cores; this run's own "
-                "processes count too)."]
+                ", ".join(f"{k} {v}" for k, v in loads.items()) +
+                f" (on {meta['cpus']} cores; this run's own processes count too)."]
     busy = [meta["load_before"][0], meta["load_after"][0], *loads.values()]
     if max(busy) > 1.5 * meta["cpus"]:
         out += ["", "**Measured under load** (other processes were running): wall-clock figures are noisy; "
@@ -162,7 +166,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--merge", action="store_true",
-                    help="update the entries run in an existing latest.json (with --only) instead of replacing it")
+                    help="update the entries run in an existing latest.json (with --only) "
+                         "instead of replacing it")
     ap.add_argument("--render", action="store_true", help="only re-write latest.md from latest.json")
     a = ap.parse_args(argv)
     if a.render:
@@ -180,7 +185,8 @@ def main(argv=None):
                     "cpu": _cpu_name(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "threads": a.threads or torch.get_num_threads(), "python": platform.python_version(),
                     "load_before": [round(x, 2) for x in os.getloadavg()],
-                    "command": "python tests/benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])}}
+                    "command": "python tests/benchmarks/run.py "
+                               + " ".join(argv if argv is not None else sys.argv[1:])}}
     for name, argv_ in jobs.items():
         res[name] = run_one(name, argv_)
         res[name]["measured"] = {"date": datetime.datetime.now().isoformat(timespec="seconds"),

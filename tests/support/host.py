@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import inspect
 import os
 import sys
 import tempfile
@@ -17,11 +16,19 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 _STATE: dict = {}
 
 
+def _script_module(name: str):
+    """A module from scripts/ (development tools shared by the demo, the harness and benchmarks)."""
+    key = f"_pm_script_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, REPO_ROOT / "scripts" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[key] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[key]
+
+
 def _provisioner():
-    spec = importlib.util.spec_from_file_location("_pm_provision", REPO_ROOT / "scripts" / "provision_host.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _script_module("provision_host")
 
 
 def host_path() -> Path:
@@ -112,17 +119,9 @@ class NullServer:
         pass
 
 
-def make_executor(server=None, cache=True):
-    import execution
-
-    server = server or NullServer()
-    params = inspect.signature(execution.PromptExecutor.__init__).parameters
-    if "cache_args" in params:  # 0.3.6x and newer
-        ex = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC,
-                                      cache_args={"lru": 0, "ram": 0})
-    else:  # 0.3.52
-        ex = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_size=0)
-    return ex
+def make_executor(server=None, cache_type=None, lru_size: int = 0):
+    """A real PromptExecutor built with the cache arguments this host's main.py passes."""
+    return _script_module("host_compat").make_prompt_executor(server or NullServer(), cache_type, lru_size)
 
 
 class GraphError(RuntimeError):

@@ -133,8 +133,8 @@ def _poison(sd: dict, key: str, value: float) -> dict:
 
 # ------------------------------------------------------------------------------ identity files
 
-def save_identity_file(path: Path, tokens: torch.Tensor, version: str | None = "v1", weights=None, arcface=None,
-                       meta: dict | None = None) -> None:
+def save_identity_file(path: Path, tokens: torch.Tensor, version: str | None = "v1", weights=None,
+                       arcface=None, meta: dict | None = None) -> None:
     """An identity file in the pack's documented format (safetensors + metadata), written by hand."""
     from safetensors.torch import save_file
 
@@ -192,7 +192,8 @@ PHOTOMAKER_CASES = [
         lambda d, c: pm_weights.write_malicious_pickle(d / "rel-evil-raw.bin", c.marker, style="raw"),
         UNREADABLE_BIN, payload=True),
     _pm("pickle-proto0-global", "rel-evil-proto0.ckpt",
-        lambda d, c: write_proto0_system_pickle(d / "rel-evil-proto0.ckpt", c.marker), UNREADABLE_BIN, payload=True),
+        lambda d, c: write_proto0_system_pickle(d / "rel-evil-proto0.ckpt", c.marker), UNREADABLE_BIN,
+        payload=True),
     _pm("pickle-builtins-exec", "rel-evil-exec.pth",
         lambda d, c: write_exec_pickle(d / "rel-evil-exec.pth", c.marker), UNREADABLE_BIN, payload=True),
     _pm("pickle-named-safetensors", "rel-evil-renamed.safetensors",
@@ -209,22 +210,27 @@ PHOTOMAKER_CASES = [
         lambda d, c: _truncated_copy(d / "rel-trunc.safetensors", _v2_st(c), 0.5), UNREADABLE_ST),
     _pm("truncated-in-header", "rel-trunc-header.safetensors",
         lambda d, c: _truncated_copy(d / "rel-trunc-header.safetensors", _v2_st(c), 0.0005), UNREADABLE_ST),
-    _pm("random-bytes-bin", "rel-random.bin", lambda d, c: write_random(d / "rel-random.bin", seed=1), UNREADABLE_BIN),
+    _pm("random-bytes-bin", "rel-random.bin", lambda d, c: write_random(d / "rel-random.bin", seed=1),
+        UNREADABLE_BIN),
     _pm("random-bytes-safetensors", "rel-random.safetensors",
         lambda d, c: write_random(d / "rel-random.safetensors", seed=2), UNREADABLE_ST),
     _pm("safetensors-corrupt-header", "rel-badjson.safetensors",
-        lambda d, c: write_safetensors_raw(d / "rel-badjson.safetensors", b'{"id_encoder.x": {"dtype": "F32", [}'),
+        lambda d, c: write_safetensors_raw(d / "rel-badjson.safetensors",
+                                           b'{"id_encoder.x": {"dtype": "F32", [}'),
         UNREADABLE_ST),
     _pm("safetensors-offsets-out-of-range", "rel-offsets.safetensors",
         lambda d, c: write_safetensors_offsets_out_of_range(d / "rel-offsets.safetensors"), UNREADABLE_ST),
     _pm("safetensors-huge-header", "rel-hugeheader.safetensors",
-        lambda d, c: write_safetensors_raw(d / "rel-hugeheader.safetensors", b"{}", declared=1 << 62), UNREADABLE_ST),
+        lambda d, c: write_safetensors_raw(d / "rel-hugeheader.safetensors", b"{}", declared=1 << 62),
+        UNREADABLE_ST),
     _pm("safetensors-header-past-eof", "rel-header-eof.safetensors",
-        lambda d, c: write_safetensors_raw(d / "rel-header-eof.safetensors", b"{}", declared=50_000_000), UNREADABLE_ST),
+        lambda d, c: write_safetensors_raw(d / "rel-header-eof.safetensors", b"{}", declared=50_000_000),
+        UNREADABLE_ST),
     # real keys, wrong shapes
     _pm("shape-transposed-fuse", "rel-shape-fuse.safetensors",
         lambda d, c: pm_weights.write_flat_safetensors(d / "rel-shape-fuse.safetensors", _with(
-            c.enc["v1"], "fuse_module.mlp1.fc1.weight", c.enc["v1"]["fuse_module.mlp1.fc1.weight"].t().contiguous()),
+            c.enc["v1"], "fuse_module.mlp1.fc1.weight",
+            c.enc["v1"]["fuse_module.mlp1.fc1.weight"].t().contiguous()),
             c.lora), r"shape"),
     _pm("shape-scalar-class-embedding", "rel-shape-scalar.safetensors",
         lambda d, c: pm_weights.write_flat_safetensors(d / "rel-shape-scalar.safetensors", _with(
@@ -243,31 +249,38 @@ PHOTOMAKER_CASES = [
             c.enc["v2"], "fuse_module.mlp2.fc1.weight", float("nan")), c.lora), r"NaN or infinite"),
     _pm("inf-encoder-bin", "rel-inf.bin",
         lambda d, c: pm_weights.write_nested_bin(d / "rel-inf.bin", _poison(
-            c.enc["v1"], "vision_model.encoder.layers.1.mlp.fc2.weight", float("inf")), c.lora), r"NaN or infinite"),
+            c.enc["v1"], "vision_model.encoder.layers.1.mlp.fc2.weight", float("inf")), c.lora),
+        r"NaN or infinite"),
     _pm("neg-inf-lora", "rel-inf-lora.safetensors",
         lambda d, c: pm_weights.write_flat_safetensors(d / "rel-inf-lora.safetensors", c.enc["v1"], _poison(
             c.lora, next(iter(c.lora)), float("-inf"))), r"NaN or infinite"),
     # other models' files in the wrong folder
     _pm("sdxl-lora", "rel-style-lora.safetensors",
-        lambda d, c: pm_weights.save_tensors(d / "rel-style-lora.safetensors", pm_weights.make_generic_sdxl_lora()),
+        lambda d, c: pm_weights.save_tensors(d / "rel-style-lora.safetensors",
+                                             pm_weights.make_generic_sdxl_lora()),
         r"LoRA"),
     _pm("clip-vision", "rel-clip-vision.safetensors",
-        lambda d, c: pm_weights.save_tensors(d / "rel-clip-vision.safetensors", pm_weights.make_clip_vision_state_dict()),
+        lambda d, c: pm_weights.save_tensors(d / "rel-clip-vision.safetensors",
+                                             pm_weights.make_clip_vision_state_dict()),
         r"CLIP vision"),
     _pm("sd15-checkpoint", "rel-sd15.safetensors",
-        lambda d, c: pm_weights.save_tensors(d / "rel-sd15.safetensors", pm_weights.make_sd_checkpoint_state_dict("sd15")),
+        lambda d, c: pm_weights.save_tensors(d / "rel-sd15.safetensors",
+                                             pm_weights.make_sd_checkpoint_state_dict("sd15")),
         r"Stable Diffusion checkpoint"),
     _pm("sdxl-checkpoint-ckpt", "rel-sdxl.ckpt",
-        lambda d, c: pm_weights.save_tensors(d / "rel-sdxl.ckpt", pm_weights.make_sd_checkpoint_state_dict("sdxl")),
+        lambda d, c: pm_weights.save_tensors(d / "rel-sdxl.ckpt",
+                                             pm_weights.make_sd_checkpoint_state_dict("sdxl")),
         r"Stable Diffusion checkpoint"),
     _pm("lora-only", "rel-lora-only.safetensors",
-        lambda d, c: pm_weights.write_lora_only(d / "rel-lora-only.safetensors", c.lora, prefix="lora_weights."),
+        lambda d, c: pm_weights.write_lora_only(d / "rel-lora-only.safetensors", c.lora,
+                                                prefix="lora_weights."),
         r"only a LoRA"),
     _pm("unknown-keys", "rel-unknown.safetensors",
-        lambda d, c: pm_weights.save_tensors(d / "rel-unknown.safetensors", pm_weights.make_random_keys_state_dict()),
+        lambda d, c: pm_weights.save_tensors(d / "rel-unknown.safetensors",
+                                             pm_weights.make_random_keys_state_dict()),
         r"not a PhotoMaker file"),
-    _pm("pickle-of-a-list", "rel-list.bin", lambda d, c: torch.save([torch.zeros(3)], str(d / "rel-list.bin")),
-        r"not a state dict"),
+    _pm("pickle-of-a-list", "rel-list.bin",
+        lambda d, c: torch.save([torch.zeros(3)], str(d / "rel-list.bin")), r"not a state dict"),
 ]
 
 
@@ -275,23 +288,26 @@ IDENTITY_CASES = [
     _id("pickle-payload-as-identity", "rel-evil.safetensors",
         lambda d, c: pm_weights.write_malicious_pickle(d / "rel-evil.safetensors", c.marker), UNREADABLE_ID,
         payload=True),
-    _id("zero-byte", "rel-empty.safetensors", lambda d, c: pm_weights.write_zero_byte(d / "rel-empty.safetensors"),
-        UNREADABLE_ID),
+    _id("zero-byte", "rel-empty.safetensors",
+        lambda d, c: pm_weights.write_zero_byte(d / "rel-empty.safetensors"), UNREADABLE_ID),
     _id("truncated", "rel-trunc.safetensors",
         lambda d, c: _truncated_copy(d / "rel-trunc.safetensors", lambda p: valid_identity(p, n=4), 0.6),
         UNREADABLE_ID),
-    _id("random-bytes", "rel-random.safetensors", lambda d, c: write_random(d / "rel-random.safetensors", seed=3),
-        UNREADABLE_ID),
+    _id("random-bytes", "rel-random.safetensors",
+        lambda d, c: write_random(d / "rel-random.safetensors", seed=3), UNREADABLE_ID),
     _id("corrupt-header", "rel-badjson.safetensors",
-        lambda d, c: write_safetensors_raw(d / "rel-badjson.safetensors", b'{"tokens": {"dtype": "F32", "shape": ['),
+        lambda d, c: write_safetensors_raw(d / "rel-badjson.safetensors",
+                                           b'{"tokens": {"dtype": "F32", "shape": ['),
         UNREADABLE_ID),
     _id("huge-header", "rel-hugeheader.safetensors",
-        lambda d, c: write_safetensors_raw(d / "rel-hugeheader.safetensors", b"{}", declared=(1 << 63) + 12345),
+        lambda d, c: write_safetensors_raw(d / "rel-hugeheader.safetensors", b"{}",
+                                           declared=(1 << 63) + 12345),
         UNREADABLE_ID),
     _id("nan-tokens", "rel-nan.safetensors", lambda d, c: save_identity_file(
         d / "rel-nan.safetensors", torch.full((2, 1, 2048), float("nan")), "v1"), r"non-finite"),
     _id("inf-weights", "rel-inf-weights.safetensors", lambda d, c: save_identity_file(
-        d / "rel-inf-weights.safetensors", torch.randn(2, 1, 2048), "v1", weights=torch.tensor([1.0, float("inf")])),
+        d / "rel-inf-weights.safetensors", torch.randn(2, 1, 2048), "v1",
+        weights=torch.tensor([1.0, float("inf")])),
         r"non-finite"),
     _id("nan-arcface", "rel-nan-arcface.safetensors", lambda d, c: save_identity_file(
         d / "rel-nan-arcface.safetensors", torch.randn(1, 2, 2048), "v2",
@@ -313,7 +329,8 @@ IDENTITY_CASES = [
     _id("unknown-version", "rel-version3.safetensors", lambda d, c: save_identity_file(
         d / "rel-version3.safetensors", torch.randn(2, 1, 2048), "v3"), r"doesn't match"),
     _id("no-metadata", "rel-nometa.safetensors", lambda d, c: pm_weights.save_tensors(
-        d / "rel-nometa.safetensors", {"tokens": torch.randn(1, 1, 2048)}), r"not a PhotoMaker identity file"),
+        d / "rel-nometa.safetensors", {"tokens": torch.randn(1, 1, 2048)}),
+        r"not a PhotoMaker identity file"),
     _id("sdxl-lora", "rel-lora.safetensors", lambda d, c: pm_weights.save_tensors(
         d / "rel-lora.safetensors", pm_weights.make_generic_sdxl_lora(include_ff_conv=False)),
         r"not a PhotoMaker identity file"),
@@ -395,10 +412,12 @@ INSIGHTFACE_CASES = [
 # builds the graphs; `name` is the identity file (written here) or empty.
 VERSION_CASES = [
     Case("v1-identity-file-with-v2-encoder", VERSION, "rel-v1-ident.safetensors",
-         lambda d, c: valid_identity(d / "rel-v1-ident.safetensors", "v1"), r"V1 identity but the encoder is V2",
+         lambda d, c: valid_identity(d / "rel-v1-ident.safetensors", "v1"),
+         r"V1 identity but the encoder is V2",
          node="StackedIDLoad", input="identity_file"),
     Case("v2-identity-file-with-v1-encoder", VERSION, "rel-v2-ident.safetensors",
-         lambda d, c: valid_identity(d / "rel-v2-ident.safetensors", "v2"), r"V2 identity but the encoder is V1",
+         lambda d, c: valid_identity(d / "rel-v2-ident.safetensors", "v2"),
+         r"V2 identity but the encoder is V1",
          node="StackedIDLoad", input="identity_file"),
     Case("v2-identity-file-into-v1-apply", VERSION, "rel-v2-ident-apply.safetensors",
          lambda d, c: valid_identity(d / "rel-v2-ident-apply.safetensors", "v2"),

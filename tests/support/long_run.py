@@ -19,7 +19,8 @@ import torch
 
 FACES = ("face_red.png", "face_green.png", "face_red2.png")
 CLASS_WORDS = ("man", "woman", "person", "girl", "boy")
-LEADS = ("a photo of a", "portrait of a", "a close-up of an old", "cinematic still, a", "a", "(best quality:1.2), a")
+LEADS = ("a photo of a", "portrait of a", "a close-up of an old", "cinematic still, a", "a",
+         "(best quality:1.2), a")
 STYLE = ("natural light", "smiling", "in a forest", "studio portrait", "film grain", "(bokeh:1.3)",
          "wearing a hat", "looking at the camera", "oil painting", "[sunset]", "85mm", "sharp focus")
 IDENTITY_FILES = {"v1": "rel-long-v1.safetensors", "v2": "rel-long-v2.safetensors"}

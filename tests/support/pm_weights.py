@@ -400,7 +400,8 @@ def make_sd_checkpoint_state_dict(kind: str = "sdxl") -> dict[str, torch.Tensor]
         "first_stage_model.encoder.conv_out.weight": _small(8, 512, 3, 3),
     }
     if kind == "sdxl":
-        sd["conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight"] = _small(16, 768)
+        sd["conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight"] = \
+            _small(16, 768)
         sd["conditioner.embedders.1.model.ln_final.weight"] = torch.ones(1280)
         sd["model.diffusion_model.label_emb.0.0.weight"] = _small(1280, 2816)
     else:

@@ -4,8 +4,8 @@ browser test (test_ui.py, a real server in its own process).
 
 * The models are the demo's synthetic set (scripts/demo.py `build_synthetic_models`: a tiny SDXL
   checkpoint, PhotoMaker V1/V2 files in the released container layout, the fake InsightFace pack)
-  plus a tiny SDXL ControlNet (`build_tiny_controlnet`), built once into the git-ignored
-  .cache/synthetic-models.
+  plus a tiny SDXL ControlNet (`build_tiny_controlnet`) and T2I-Adapter (`build_tiny_t2i_adapter`),
+  built once into the git-ignored .cache/synthetic-models.
 * `install_models` links them into a ComfyUI models/ folder under the names the workflows use
   (`sd_xl_base_1.0.safetensors`, `photomaker-v2.bin`, `buffalo_l`, ...), so a workflow loads in the
   frontend with every combo value valid and runs unchanged. A server needs PM_TINY_CHECKPOINTS=1
@@ -43,6 +43,14 @@ IDENTITY_NAME = "my_identity.safetensors"
 CONTROLNET_NAME = "OpenPoseXL2.safetensors"
 CONTROLNET_SYNTHETIC = "synthetic-tiny-controlnet-sdxl.safetensors"
 POSES = {"photomaker_pose.png"}
+# The pose T2I-Adapter workflow's adapter (loaded by ControlNetLoader) and the keypoints workflow's
+# InstantID-style ControlNet; the latter is the same tiny ControlNet under another name.
+T2I_ADAPTER_NAME = "t2i-adapter-openpose-sdxl-1.0.safetensors"
+T2I_ADAPTER_SYNTHETIC = "synthetic-tiny-t2i-adapter-sdxl.safetensors"
+INSTANTID_CONTROLNET_NAME = "instantid-controlnet.safetensors"
+# models/controlnet name the workflows use -> synthetic file standing in for it
+CONTROL_MODELS = {CONTROLNET_NAME: CONTROLNET_SYNTHETIC, T2I_ADAPTER_NAME: T2I_ADAPTER_SYNTHETIC,
+                  INSTANTID_CONTROLNET_NAME: CONTROLNET_SYNTHETIC}
 
 
 def demo_module():
@@ -105,10 +113,22 @@ def pose_image(size: int = 512):
     return img
 
 
+def _save_weights(net, path, what: str) -> Path:
+    """net's state dict as a safetensors file at path (written to a temporary name, then renamed)."""
+    import safetensors.torch
+
+    sd = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    safetensors.torch.save_file(sd, str(tmp), metadata={"photomaker_tests": what})
+    tmp.replace(path)
+    return path
+
+
 def build_tiny_controlnet(path, seed: int = 5) -> Path:
     """A tiny SDXL ControlNet file (original key layout) matching tiny_sdxl's UNet; needs a booted
     ComfyUI (comfy.* importable)."""
-    import safetensors.torch
     import torch
 
     import comfy.cldm.cldm
@@ -123,23 +143,48 @@ def build_tiny_controlnet(path, seed: int = 5) -> Path:
         net = comfy.cldm.cldm.ControlNet(**config)
         tiny_sdxl.init_weights_(net, seed=seed)
         # random zero convs (a trained ControlNet starts them at zero): the control changes the image
-        sd = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    safetensors.torch.save_file(sd, str(tmp), metadata={"photomaker_tests": "tiny SDXL ControlNet, random weights"})
-    tmp.replace(path)
-    return path
+        return _save_weights(net, path, "tiny SDXL ControlNet, random weights")
+
+
+def build_tiny_t2i_adapter(path, seed: int = 6) -> Path:
+    """A tiny SDXL T2I-Adapter file (original key layout, as ComfyUI's load_t2i_adapter reads it)
+    whose features fit tiny_sdxl's UNet: the SDXL adapter layout with widths scaled like the UNet's
+    (32, 64, 128, 128 for 320, 640, 1280, 1280). Needs a booted ComfyUI."""
+    import torch
+
+    import comfy.t2i_adapter.adapter
+
+    from . import tiny_sdxl
+
+    width = tiny_sdxl.TINY_UNET_CONFIG["model_channels"]
+    with torch.inference_mode(False):
+        # cin 768 = 3 colours x 16 x 16 (pixel unshuffle 16): what makes the host detect an SDXL adapter
+        net = comfy.t2i_adapter.adapter.Adapter(cin=768, channels=[width, width * 2, width * 4, width * 4],
+                                                nums_rb=2, ksize=1, sk=True, use_conv=False, xl=True)
+        tiny_sdxl.init_weights_(net, seed=seed)
+        return _save_weights(net, path, "tiny SDXL T2I-Adapter, random weights")
+
+
+def build_control_models(folder) -> None:
+    """The synthetic ControlNet and T2I-Adapter files in `folder`, those missing only."""
+    builders = {CONTROLNET_SYNTHETIC: build_tiny_controlnet, T2I_ADAPTER_SYNTHETIC: build_tiny_t2i_adapter}
+    for name, build in builders.items():
+        if not (Path(folder) / name).exists():
+            build(Path(folder) / name)
 
 
 def install_tiny_controlnet(folder_paths, root) -> Path:
-    """For an in-process host: the tiny ControlNet under the workflow's name in root/controlnet,
-    registered as a controlnet folder."""
-    path = Path(root) / "controlnet" / CONTROLNET_NAME
-    if not path.exists():
-        build_tiny_controlnet(path)
-    folder_paths.add_model_folder_path("controlnet", str(path.parent), is_default=True)
-    return path
+    """For an in-process host: the tiny ControlNet and T2I-Adapter under the workflows' names in
+    root/controlnet, registered as a controlnet folder."""
+    synthetic = Path(root) / "controlnet-synthetic"
+    build_control_models(synthetic)
+    folder = Path(root) / "controlnet"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, source in CONTROL_MODELS.items():
+        if not (folder / name).exists():
+            (folder / name).symlink_to((synthetic / source).resolve())
+    folder_paths.add_model_folder_path("controlnet", str(folder), is_default=True)
+    return folder / CONTROLNET_NAME
 
 
 def synthetic_models_ready(cache: Path) -> bool:
@@ -148,7 +193,7 @@ def synthetic_models_ready(cache: Path) -> bool:
              cache / "photomaker" / demo.SYNTHETIC_NAMES["photomaker-v2.bin"],
              cache / "photomaker" / demo.SYNTHETIC_NAMES["photomaker-v1.bin"],
              cache / "insightface" / "models" / demo.SYNTHETIC_NAMES["buffalo_l"]]
-    files.append(cache / "controlnet" / CONTROLNET_SYNTHETIC)
+    files += [cache / "controlnet" / name for name in set(CONTROL_MODELS.values())]
     stamp = cache / "VERSION"
     return stamp.is_file() and stamp.read_text() == demo.SYNTHETIC_VERSION and all(f.exists() for f in files)
 
@@ -163,8 +208,7 @@ def ensure_synthetic_models(cache: Path | None = None, timeout: float = 300) -> 
     code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import demo; "
             "root = demo.find_host(); demo.prepare_folders(root, None); demo.boot_engine('cpu'); "
             "demo.build_synthetic_models(Path(sys.argv[2])); sys.path.append(sys.argv[3]); "
-            "from support import workflow_env as w; "
-            "p = Path(sys.argv[2]) / 'controlnet' / w.CONTROLNET_SYNTHETIC; p.exists() or w.build_tiny_controlnet(p)")
+            "from support import workflow_env as w; w.build_control_models(Path(sys.argv[2]) / 'controlnet')")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     res = subprocess.run([sys.executable, "-c", code, str(REPO / "scripts"), str(cache), str(REPO / "tests")],
                          cwd=REPO, env=env,
@@ -190,11 +234,12 @@ def install_models(models_dir, cache: Path) -> dict[str, Path]:
         if not dest.exists():
             dest.symlink_to(src.resolve(), target_is_directory=src.is_dir())
         placed[name] = dest
-    dest = models_dir / "controlnet" / CONTROLNET_NAME
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if not dest.exists():
-        dest.symlink_to((cache / "controlnet" / CONTROLNET_SYNTHETIC).resolve())
-    placed[CONTROLNET_NAME] = dest
+    for name, source in CONTROL_MODELS.items():
+        dest = models_dir / "controlnet" / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.exists():
+            dest.symlink_to((cache / "controlnet" / source).resolve())
+        placed[name] = dest
     return placed
 
 

@@ -1,0 +1,67 @@
+"""Face Keypoints: the detected face's five keypoints drawn as a control image (InstantID or
+OpenPose-face style) for a ControlNet / T2I-Adapter. The drawing is photomaker_core/keypoints.py."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.model_management as mm
+import comfy.utils
+from comfy_api.latest import io
+
+from ..photomaker_core import keypoints
+from ..photomaker_core.faces import to_uint8_rgb
+from .face_tools import _check_images
+from .types import CATEGORY, FaceAnalysis
+
+log = logging.getLogger("photomaker_stackedid")
+
+
+class StackedIDFaceKeypoints(io.ComfyNode):
+    NAME = "PhotoMaker Face Keypoints"
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="StackedIDFaceKeypoints",
+            display_name="PhotoMaker Face Keypoints (Stacked ID)",
+            category=CATEGORY,
+            description="Detects the face in each image (the ID photo or any picture) and draws its five keypoints "
+                        "(eyes, nose, mouth corners) on black, the size of the input: a control image for a "
+                        "keypoint ControlNet (InstantID style) or an OpenPose ControlNet / T2I-Adapter. An image "
+                        "without a face gives a black image and a line in the report.",
+            inputs=[
+                FaceAnalysis.Input("face_analysis", tooltip="From PhotoMaker InsightFace Loader (buffalo_l)."),
+                io.Image.Input("images", tooltip="Photos to take the face pose from (a batch: one control image each)."),
+                io.Combo.Input("style", options=list(keypoints.STYLES), default="instantid",
+                               tooltip="instantid: coloured limbs from eyes and mouth corners to the nose and "
+                                       "coloured dots, as InstantID's keypoint ControlNet expects. openpose_face: "
+                                       "white dots, as OpenPose face landmarks."),
+                io.Combo.Input("face_select", options=["largest", "score"], default="largest",
+                               tooltip="With several faces: the largest box, or the highest detection score."),
+            ],
+            outputs=[
+                io.Image.Output("keypoints", tooltip="The control images, same size as the input."),
+                io.String.Output("report", tooltip="Per image: the keypoints found, or 'no face'."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, face_analysis, images, style="instantid", face_select="largest") -> io.NodeOutput:
+        _check_images(cls.NAME, "images", images)
+        n, h, w = (int(s) for s in images.shape[:3])
+        pbar = comfy.utils.ProgressBar(n)
+        drawn, lines = [], []
+        for i in range(n):
+            mm.throw_exception_if_processing_interrupted()
+            face = face_analysis.detect(to_uint8_rgb(images[i]), select=face_select)
+            faces = [] if face is None else [face.kps]
+            drawn.append(torch.from_numpy(keypoints.draw_keypoints(faces, h, w, style)))
+            lines.append(f"image {i}: " + ("no face (black image)" if face is None else
+                                           " ".join(f"({x:.1f},{y:.1f})" for x, y in face.kps)))
+            if face is None:
+                log.warning("%s: no face in image %d, its control image is black", cls.NAME, i)
+            pbar.update(1)
+        out = torch.stack(drawn).to(torch.float32) / 255.0
+        return io.NodeOutput(out, "\n".join(lines))

@@ -1,0 +1,3 @@
+from ._standin import module_getattr
+
+__getattr__ = module_getattr("torchaudio.transforms")
