@@ -28,6 +28,7 @@ OUTPUT_LABELS = {
     "StackedIDStyle": ["positive", "negative"],
     "StackedIDApplyBatch": ["conditioning", "text_only", "latent", "batch_size"],
     "StackedIDFaceSimilarity": ["ranked", "top_k", "scores_json", "best_score", "report", "preview"],
+    "StackedIDFaceKeypoints": ["keypoints", "report"],
 }
 
 
