@@ -53,7 +53,11 @@ DOCS_WORKFLOW = "01-photomaker-v2-basic.json"
 LATENT, STEPS = 64, 2
 SMALL = {("EmptyLatentImage", "width"): LATENT, ("EmptyLatentImage", "height"): LATENT,
          ("KSampler", "steps"): STEPS}
-VIEWPORT = {"width": 1800, "height": 1000}
+# The canvas a workflow must read well on at its saved view (extra.ds); focus mode gives the canvas
+# the whole window.
+VIEWPORT = {"width": 1600, "height": 900}
+MIN_SCALE = 0.5  # below this the saved view is too small to read
+GROUPED_ABOVE = 12  # workflows with more nodes than this put every node in a titled group
 # The spec's headless flags (playwright adds --headless and its own fresh --user-data-dir).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -106,20 +110,31 @@ def _required_frontend(host_root: Path) -> str:
     return m.group(1)
 
 
-def _check_prerequisites(host_root: Path) -> tuple[str, str]:
+def _frontend_root(pinned: str) -> str | None:
+    """Where the host's pinned frontend is: None when the venv has that version (the server's
+    default), else the static folder of .cache/frontends/<version> (scripts/setup_env.sh installs
+    each host's pin there), served with --front-end-root."""
+    try:
+        installed = importlib.metadata.version("comfyui-frontend-package")
+    except importlib.metadata.PackageNotFoundError:
+        installed = None
+    if installed == pinned:
+        return None
+    static = REPO / ".cache" / "frontends" / pinned / "comfyui_frontend_package" / "static"
+    if not (static / "index.html").is_file():
+        _unavailable(f"comfyui-frontend-package {pinned} (the host's pin) is neither installed (the venv has "
+                     f"{installed}) nor in {static.parents[1]}")
+    return str(static)
+
+
+def _check_prerequisites(host_root: Path) -> tuple[str, str, str | None]:
     chromium = _chromium()
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         _unavailable("python playwright is not installed (requirements-dev.txt)")
     pinned = _required_frontend(host_root)
-    try:
-        installed = importlib.metadata.version("comfyui-frontend-package")
-    except importlib.metadata.PackageNotFoundError:
-        installed = None
-    if installed != pinned:
-        _unavailable(f"comfyui-frontend-package {installed} installed, the host at {host_root} pins {pinned}")
-    return chromium, pinned
+    return chromium, pinned, _frontend_root(pinned)
 
 
 # ------------------------------------------------------------------------------------ session
@@ -152,7 +167,7 @@ def ui(tmp_path_factory):
 
     t0 = time.time()
     host_root = host.host_path()
-    chromium, pinned = _check_prerequisites(host_root)
+    chromium, pinned, frontend_root = _check_prerequisites(host_root)
     from playwright.sync_api import sync_playwright
 
     base = tmp_path_factory.mktemp("ui-server")
@@ -162,7 +177,8 @@ def ui(tmp_path_factory):
     workflow_env.write_identity(base / "models" / "photomaker_identities" / workflow_env.IDENTITY_NAME)
     t_models = time.time()
 
-    server = ComfyServer(base=base, frontend=True)
+    server = ComfyServer(base=base, frontend=True,
+                         extra_args=["--front-end-root", frontend_root] if frontend_root else None)
     old = os.environ.get("PM_TINY_CHECKPOINTS")
     os.environ["PM_TINY_CHECKPOINTS"] = "1"  # read by tests/support/tiny_pack inside the server
     try:
@@ -301,6 +317,57 @@ FIT_GRAPH = """(zoom) => {
 }"""
 
 
+# The graph as the frontend placed it, right after loading (saved view restored): every node's box
+# (title bar included), every group, the Notes, and the part of the graph the canvas shows.
+LAYOUT = """() => {
+  const c = app.canvas, ds = c.ds, title = LiteGraph.NODE_TITLE_HEIGHT || 30;
+  const r = c.canvas.getBoundingClientRect();
+  const view = [-ds.offset[0], -ds.offset[1], r.width / ds.scale, r.height / ds.scale];
+  const box = n => [n.pos[0], n.pos[1] - title, n.size[0], n.size[1] + title];
+  const nodes = app.graph.nodes.map(n => ({id: n.id, type: n.type, box: box(n),
+                                           note: n.type === 'Note' || n.type === 'MarkdownNote'}));
+  const groups = (app.graph.groups || app.graph._groups || []).map(g => ({title: g.title,
+    box: [g.pos[0], g.pos[1], g.size[0], g.size[1]]}));
+  return {view, scale: ds.scale, canvas: [r.width, r.height], nodes, groups};
+}"""
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def _inside(inner, outer) -> bool:
+    return (inner[0] >= outer[0] and inner[1] >= outer[1] and inner[0] + inner[2] <= outer[0] + outer[2]
+            and inner[1] + inner[3] <= outer[1] + outer[3])
+
+
+def layout_problems(layout: dict) -> list[str]:
+    """What makes a workflow hard to read when it opens: overlapping nodes, a Note outside the
+    restored view, a view too small to read, ungrouped nodes in a large workflow."""
+    problems, nodes = [], layout["nodes"]
+    name = {n["id"]: f"node {n['id']} ({n['type']})" for n in nodes}
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            if _overlap(a["box"], b["box"]):
+                problems.append(f"{name[a['id']]} overlaps {name[b['id']]}")
+    notes = [n for n in nodes if n["note"]]
+    if not notes:
+        problems.append("no instructions Note")
+    for n in notes:
+        if not _inside(n["box"], layout["view"]):
+            problems.append(f"{name[n['id']]} is outside the restored view {layout['view']}")
+    if layout["scale"] < MIN_SCALE:
+        problems.append(f"saved view scale {layout['scale']:.2f} < {MIN_SCALE}")
+    if len(nodes) > GROUPED_ABOVE:
+        titled = [g for g in layout["groups"] if (g["title"] or "").strip()]
+        if len(titled) != len(layout["groups"]) or not titled:
+            problems.append(f"{len(nodes)} nodes: every group needs a title, and there must be groups")
+        for n in nodes:
+            if not n["note"] and not any(_inside(n["box"], g["box"]) for g in titled):
+                problems.append(f"{name[n['id']]} is in no titled group")
+    return problems
+
+
 def _load(ui: UI, workflow: dict, name: str) -> dict:
     ui.js("async ([wf, name]) => { await app.loadGraphData(wf, true, true, name); }", [workflow, name])
     ui.page.wait_for_timeout(300)  # let the Vue layer react (dialogs, toasts, DOM widgets)
@@ -387,6 +454,11 @@ def test_workflow_in_the_browser(ui, path):
     check = ui.js(CHECK_GRAPH)
     assert not check["problems"], "\n".join(check["problems"])
     assert check["nodes"] == len(workflow["nodes"]) and check["links"] == len(workflow["links"])
+    layout = ui.js(LAYOUT)
+    (ARTIFACTS / f"{path.stem}.layout.json").write_text(json.dumps(layout, indent=1))
+    assert layout["canvas"] == [VIEWPORT["width"], VIEWPORT["height"]], layout["canvas"]
+    problems = layout_problems(layout)
+    assert not problems, "layout at the saved view:\n" + "\n".join(problems)
 
     shot = ARTIFACTS / f"{path.stem}.png"
     clip = _screenshot(ui, shot)
