@@ -163,7 +163,6 @@ class UI:
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
     from support import host
-    from support.server import ComfyServer
 
     t0 = time.time()
     host_root = host.host_path()
@@ -177,8 +176,7 @@ def ui(tmp_path_factory):
     workflow_env.write_identity(base / "models" / "photomaker_identities" / workflow_env.IDENTITY_NAME)
     t_models = time.time()
 
-    server = ComfyServer(base=base, frontend=True,
-                         extra_args=["--front-end-root", frontend_root] if frontend_root else None)
+    server = _server(base, frontend_root)
     old = os.environ.get("PM_TINY_CHECKPOINTS")
     os.environ["PM_TINY_CHECKPOINTS"] = "1"  # read by tests/support/tiny_pack inside the server
     try:
@@ -200,18 +198,9 @@ def ui(tmp_path_factory):
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         context = browser.new_context(viewport=VIEWPORT)
         context.add_init_script("localStorage.setItem('vueNodesBannerDismissed', 'true')")
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        console: list[str] = []
-        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-        page.goto(server.url)
-        # The app is up once the node definitions are registered.
-        page.wait_for_function(APP_READY)
-        # Focus mode: the canvas alone, without the side bar and menus over it.
-        page.evaluate(FOCUS_MODE)
+        page, console = _open_page(context, server)
         session = UI(server, page, object_info, base, console)
-        session.pinned = pinned
+        session.pinned, session.context, session.frontend_root = pinned, context, frontend_root
         session.timings.update(models=t_models - t0, server=t_server - t_models, page=time.time() - t_server)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         yield session
@@ -226,6 +215,27 @@ def ui(tmp_path_factory):
         if pw is not None:
             pw.stop()
         server.stop()
+
+
+def _server(base: Path, frontend_root: str | None, with_tiny_pack: bool = True):
+    from support.server import ComfyServer
+
+    return ComfyServer(base=base, frontend=True, with_tiny_pack=with_tiny_pack,
+                       extra_args=["--front-end-root", frontend_root] if frontend_root else None)
+
+
+def _open_page(context, server):
+    """A page of the app served by `server`, ready (node definitions registered), in focus mode
+    (the canvas alone, without the side bar and menus over it)."""
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    console: list[str] = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    page.goto(server.url)
+    page.wait_for_function(APP_READY)
+    page.evaluate(FOCUS_MODE)
+    return page, console
 
 
 # ----------------------------------------------------------------------------------- page code
@@ -276,6 +286,18 @@ CHECK_GRAPH = """() => {
     else if (l.type && !LiteGraph.isValidConnection(l.type, inp.type)) problems.push(`${what}: link type ${l.type} does not fit ${inp.type}`);
   }
   return {problems, nodes: g.nodes.length, links: links.length};
+}"""
+
+# Frontend 1.49.6 and newer report missing nodes and models in Pinia stores (shown in the errors
+# panel, no modal dialog); older ones have no such stores (null here) and open a dialog instead.
+STORES = """() => {
+  const el = document.getElementById('vue-app');
+  const pinia = el && el.__vue_app__ && el.__vue_app__.config.globalProperties.$pinia;
+  const nodes = pinia && pinia._s.get('missingNodesError'), models = pinia && pinia._s.get('missingModel');
+  if (!nodes || !models) return null;
+  return {missingNodes: ((nodes.missingNodesError || {}).nodeTypes || []).map(t => t.type || t),
+          missingModels: (models.missingModelCandidates || []).map(c => ({name: c.name, url: c.url || null,
+            directory: c.directory || null, nodeId: String(c.nodeId), missing: c.isMissing}))};
 }"""
 
 OPEN_DIALOGS = """() => {
@@ -368,10 +390,22 @@ def layout_problems(layout: dict) -> list[str]:
     return problems
 
 
+DISMISS_ERRORS = """() => {
+  const el = document.getElementById('vue-app');
+  const store = el && el.__vue_app__.config.globalProperties.$pinia._s.get('executionError');
+  if (store && store.dismissErrorOverlay) store.dismissErrorOverlay();
+}"""
+
+
 def _load(ui: UI, workflow: dict, name: str) -> dict:
     ui.js("async ([wf, name]) => { await app.loadGraphData(wf, true, true, name); }", [workflow, name])
     ui.page.wait_for_timeout(300)  # let the Vue layer react (dialogs, toasts, DOM widgets)
-    return ui.js(OPEN_DIALOGS)
+    state = ui.js(OPEN_DIALOGS)
+    stores = ui.js(STORES)
+    state["stores"] = stores
+    # the old dialog, or (1.49.6+) the missing-nodes store
+    state["missing"] = state["missing"] or bool(stores and stores["missingNodes"])
+    return state
 
 
 def _screenshot(ui: UI, path: Path) -> dict:
@@ -451,6 +485,8 @@ def test_workflow_in_the_browser(ui, path):
     assert not state["missing"], "missing-nodes dialog shown"
     assert not state["dialogs"], f"dialogs open after loading: {state['dialogs']}"
     assert not state["toasts"], f"error/warning toasts after loading: {state['toasts']}"
+    if state["stores"] is not None:  # 1.49.6+: with every model installed, none is reported missing
+        assert not [m for m in state["stores"]["missingModels"] if m["missing"]], state["stores"]
     check = ui.js(CHECK_GRAPH)
     assert not check["problems"], "\n".join(check["problems"])
     assert check["nodes"] == len(workflow["nodes"]) and check["links"] == len(workflow["links"])
@@ -576,13 +612,63 @@ def test_checks_catch_a_broken_workflow(ui):
     state = _load(ui, wf, "broken")
     try:
         assert state["missing"], state
+        if state["stores"] is not None:  # 1.49.6+: the stores behind the errors panel
+            assert state["stores"]["missingNodes"] == ["NoSuchPhotoMakerNode"], state["stores"]
+            missing = [m["name"] for m in state["stores"]["missingModels"] if m["missing"]]
+            assert missing == ["not_installed.safetensors"], state["stores"]
         problems = "\n".join(ui.js(CHECK_GRAPH)["problems"])
         assert "NoSuchPhotoMakerNode" in problems
         assert "'ckpt_name' = \"not_installed.safetensors\": not one of" in problems
         assert "'batch_size' = 100000: outside" in problems
         assert "LATENT -> CONDITIONING is not a valid connection" in problems
-    finally:  # close the dialog as a user would, so later tests start clean
+    finally:  # close the dialog (or 1.49.6's errors overlay) as a user would, so later tests start clean
         ui.js("""() => document.querySelectorAll(
                    '.p-dialog .p-dialog-close-button, [role=dialog] button[aria-label=Close]').forEach(b => b.click())""")
+        ui.js(DISMISS_ERRORS)
         ui.page.wait_for_function("() => ![...document.querySelectorAll('.p-dialog, [role=dialog]')]"
                                   ".some(el => el.offsetWidth || el.offsetHeight)", timeout=10_000)
+
+
+# ------------------------------------------------------------------ a fresh ComfyUI without models
+
+@pytest.fixture(scope="module")
+def bare(ui, tmp_path_factory):
+    """The same frontend on a second server that has no models at all, as a new user's ComfyUI."""
+    if ui.js(STORES) is None:
+        pytest.skip(f"frontend {ui.pinned} has no missing-models store (its Missing Models panel came with "
+                    f"1.49.6: run on ComfyUI 0.33.0, PM_COMFY_VERSION=0.33.0)")
+    server = _server(tmp_path_factory.mktemp("bare-server"), ui.frontend_root, with_tiny_pack=False)
+    server.start()
+    page = None
+    try:
+        assert server.post("/settings", SETTINGS)[0] == 200
+        page, console = _open_page(ui.context, server)
+        yield UI(server, page, {}, server.base, console)
+    finally:
+        if page is not None:
+            page.close()
+        server.stop()
+
+
+def _needed_downloads(workflow: dict) -> set[tuple]:
+    """(name, directory, url) of every public model file the workflow's active nodes load, from the
+    pack's catalogue (not from the file's own metadata); muted nodes load nothing."""
+    catalogue = workflow_env.model_downloads()
+    return {(m["name"], m["directory"], m["url"]) for n in workflow["nodes"] if n.get("mode", 0) == 0
+            for v in n.get("widgets_values") or [] if isinstance(v, str) and v in catalogue
+            for m in [catalogue[v]]}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=_ids(WORKFLOWS))
+def test_missing_models_panel_offers_the_downloads(bare, path):
+    """Opened in a ComfyUI without models, the errors panel lists exactly the files the workflow
+    needs, each with its download (URL and model folder), so one click fetches it."""
+    workflow = json.loads(path.read_text())
+    _load(bare, workflow, path.stem)
+    # the frontend lists the candidates once it has asked the server for the model folders
+    bare.page.wait_for_function(f"() => {{ const s = ({STORES})(); return !!s && s.missingModels.length > 0; }}")
+    stores = bare.js(STORES)
+    listed = {(m["name"], m["directory"], m["url"]) for m in stores["missingModels"] if m["missing"]}
+    assert listed == _needed_downloads(workflow), stores["missingModels"]
+    assert not stores["missingNodes"]
+    bare.js(DISMISS_ERRORS)
