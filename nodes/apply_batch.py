@@ -112,13 +112,16 @@ class StackedIDApplyBatch(io.ComfyNode):
                 *ids[1:],
             ],
             outputs=[
-                io.Conditioning.Output("conditioning", display_name="conditioning", tooltip="Batched conditioning (one row of the batch per "
-                                                               "identity), text-only over [0, style_strength]: "
-                                                               "connect to the sampler's positive."),
-                io.Conditioning.Output("text_only", display_name="text_only", tooltip="The trigger-free prompt, batched to the same size "
-                                                            "(for ControlNet)."),
+                io.Conditioning.Output("conditioning", display_name="conditioning",
+                                       tooltip="Batched conditioning (one row of the batch per "
+                                               "identity), text-only over [0, style_strength]: "
+                                               "connect to the sampler's positive."),
+                io.Conditioning.Output("text_only", display_name="text_only",
+                                       tooltip="The trigger-free prompt, batched to the same size "
+                                               "(for ControlNet)."),
                 io.Latent.Output("latent_out", display_name="latent", tooltip="The latent input, unchanged."),
-                io.Int.Output("batch_size", display_name="batch_size", tooltip="Number of identities connected (= batch items)."),
+                io.Int.Output("batch_size", display_name="batch_size",
+                              tooltip="Number of identities connected (= batch items)."),
             ],
         )
 

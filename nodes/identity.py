@@ -60,8 +60,10 @@ class StackedIDEncode(io.ComfyNode):
                                          "whole-image behaviour)."),
             ],
             outputs=[
-                Identity.Output("identity", display_name="identity", tooltip="Per-image ID tokens, version, image count, provenance."),
-                io.Image.Output("preview", display_name="preview", tooltip="The images that were encoded, detected face boxes drawn."),
+                Identity.Output("identity", display_name="identity",
+                                tooltip="Per-image ID tokens, version, image count, provenance."),
+                io.Image.Output("preview", display_name="preview",
+                                tooltip="The images that were encoded, detected face boxes drawn."),
             ],
             hidden=[io.Hidden.unique_id],
         )
@@ -93,8 +95,8 @@ class StackedIDEncode(io.ComfyNode):
             if face_analysis is not None and face is None:
                 if no_face == "error":
                     raise host.NodeInputError(cls.NAME, "images",
-                                              f"no face found in image {i + 1} of {n}. Use a photo where the face "
-                                              f"is clearly visible, or set no_face to 'skip'.")
+                                              f"no face found in image {i + 1} of {n}. Use a photo where the "
+                                              f"face is clearly visible, or set no_face to 'skip'.")
                 log.warning("%s: no face in image %d of %d, skipped", cls.NAME, i + 1, n)
                 pbar.update(1)
                 continue

@@ -42,8 +42,10 @@ class StackedIDFaceKeypoints(io.ComfyNode):
                                tooltip="With several faces: the largest box, or the highest detection score."),
             ],
             outputs=[
-                io.Image.Output("keypoints", display_name="keypoints", tooltip="The control images, same size as the input."),
-                io.String.Output("report", display_name="report", tooltip="Per image: the keypoints found, or 'no face'."),
+                io.Image.Output("keypoints", display_name="keypoints",
+                                tooltip="The control images, same size as the input."),
+                io.String.Output("report", display_name="report",
+                                 tooltip="Per image: the keypoints found, or 'no face'."),
             ],
         )
 

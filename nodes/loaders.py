@@ -38,8 +38,10 @@ class StackedIDLoader(io.ComfyNode):
                                tooltip="Strength of the file's LoRA (1.0 = the reference)."),
             ],
             outputs=[
-                Encoder.Output("encoder", display_name="encoder", tooltip="The PhotoMaker ID encoder (V1 or V2)."),
-                io.Model.Output("patched_model", display_name="model", tooltip="The MODEL with PhotoMaker's LoRA applied."),
+                Encoder.Output("encoder", display_name="encoder",
+                               tooltip="The PhotoMaker ID encoder (V1 or V2)."),
+                io.Model.Output("patched_model", display_name="model",
+                                tooltip="The MODEL with PhotoMaker's LoRA applied."),
             ],
         )
 
@@ -134,7 +136,8 @@ class StackedIDFaceAnalysisLoader(io.ComfyNode):
                 io.Int.Input("det_size", default=640, min=128, max=1280, step=32,
                              tooltip="Face detector input size; smaller sizes are tried when no face is found."),
             ],
-            outputs=[FaceAnalysis.Output("face_analysis", display_name="face_analysis", tooltip="Face detector + ArcFace recognizer.")],
+            outputs=[FaceAnalysis.Output("face_analysis", display_name="face_analysis",
+                                         tooltip="Face detector + ArcFace recognizer.")],
         )
 
     @classmethod

@@ -67,7 +67,8 @@ LAYOUTS = {
     "08-photomaker-two-people": [
         [(MODELS, [[1, 2, 3]]), ("2. Person A and person B", [[4, 5], [6, 7]])],
         [("3. Prompts: shared, person A, person B, negative", [[8, 15, 16, 9]])],
-        [("4. Masks: A left, B right", [[17, 18, 19, 20]]), ("5. Each person on their half", [[21, 22, 23, 24]])],
+        [("4. Masks: A left, B right", [[17, 18, 19, 20]]),
+         ("5. Each person on their half", [[21, 22, 23, 24]])],
         [(f"6. {GENERATE}", [[10, 11, 12, 13]])]],
     "09-photomaker-controlnet": [
         [(MODELS, [[1, 2, 3, 11]]), ("2. Your photo -> identity", [[4], [5]])],

@@ -666,7 +666,7 @@ def test_missing_models_panel_offers_the_downloads(bare, path):
     workflow = json.loads(path.read_text())
     _load(bare, workflow, path.stem)
     # the frontend lists the candidates once it has asked the server for the model folders
-    bare.page.wait_for_function(f"() => {{ const s = ({STORES})(); return !!s && s.missingModels.length > 0; }}")
+    bare.page.wait_for_function(f"() => {{ const s = ({STORES})(); return !!s && s.missingModels.length; }}")
     stores = bare.js(STORES)
     listed = {(m["name"], m["directory"], m["url"]) for m in stores["missingModels"] if m["missing"]}
     assert listed == _needed_downloads(workflow), stores["missingModels"]

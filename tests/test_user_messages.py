@@ -22,8 +22,8 @@ def _without_loader_model(sampler_model):
 
 def test_loader_without_model_blocks_the_sampler_with_a_message(comfy_host, pm_env):
     server = comfy_host.NullServer()
-    executor, outputs = comfy_host.run_graph(_without_loader_model(["2", 1]),
-                                             executor=comfy_host.make_executor(server))
+    executor = comfy_host.make_executor(server)
+    _, outputs = comfy_host.run_graph(_without_loader_model(["2", 1]), executor=executor)
     errors = [data for event, data in server.messages if event == "execution_error"]
     assert len(errors) == 1, server.messages
     err = errors[0]
@@ -36,7 +36,8 @@ def test_loader_without_model_blocks_the_sampler_with_a_message(comfy_host, pm_e
 
 def test_loader_without_model_is_fine_when_its_model_output_is_unused(comfy_host, pm_env):
     server = comfy_host.NullServer()
-    _, outputs = comfy_host.run_graph(_without_loader_model(["1", 0]), executor=comfy_host.make_executor(server))
+    executor = comfy_host.make_executor(server)
+    _, outputs = comfy_host.run_graph(_without_loader_model(["1", 0]), executor=executor)
     assert not [m for m in server.messages if m[0] == "execution_error"]
     assert outputs["11"]["images"]
 

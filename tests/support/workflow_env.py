@@ -55,7 +55,8 @@ CONTROL_MODELS = {CONTROLNET_NAME: CONTROLNET_SYNTHETIC, T2I_ADAPTER_NAME: T2I_A
 
 # Where each control model the workflows name comes from (the frontend offers these downloads).
 CONTROL_DOWNLOADS = {
-    CONTROLNET_NAME: "https://huggingface.co/thibaud/controlnet-openpose-sdxl-1.0/resolve/main/OpenPoseXL2.safetensors",
+    CONTROLNET_NAME: "https://huggingface.co/thibaud/controlnet-openpose-sdxl-1.0/resolve/main/"
+                     "OpenPoseXL2.safetensors",
     T2I_ADAPTER_NAME: "https://huggingface.co/TencentARC/t2i-adapter-openpose-sdxl-1.0/resolve/main/"
                       "diffusion_pytorch_model.safetensors",
     INSTANTID_CONTROLNET_NAME: "https://huggingface.co/InstantX/InstantID/resolve/main/ControlNetModel/"
