@@ -11,7 +11,20 @@ Chromium, driven by playwright, opens the page and loads every workflows/*.json 
 * the frontend's own API conversion (`graphToPrompt().output`) equals scripts/workflow_api.py's
   `ui_to_api` of the file (run against the same server's /object_info);
 * queued from the page (`app.queuePrompt`), the run succeeds (/history) and writes its images;
-* a screenshot of each graph lands in test-artifacts/ui/<workflow>.png.
+* a screenshot of each graph lands in test-artifacts/ui/<workflow>.png;
+* the layout reads at the saved view (`extra.ds`, restored on load) on a 1600x900 canvas: no two
+  node boxes overlap (title bars included, sizes as the frontend drew them), every Note lies inside
+  the restored view, the zoom is >= 0.6 (below it the frontend stops drawing node text), and a
+  workflow of more than 12 nodes has every node inside a titled group (the opened view lands in
+  <workflow>.opened.png, the boxes in <workflow>.layout.json);
+* on frontends with the errors panel's stores (1.49.6, ComfyUI 0.33's pin), missing nodes and models
+  are read from them (that frontend opens no missing-nodes dialog), and each template opened on a
+  second, model-less server lists exactly the model files it needs with their download URL and
+  folder (the workflows' `properties.models`).
+
+The frontend is the one the host pins (its requirements.txt): the venv's package when it is that
+version, else `.cache/frontends/<version>` (scripts/setup_env.sh), served with --front-end-root.
+So `PM_COMFY_VERSION=0.33.0` runs this file on 1.49.6 and the default host on 1.32.9.
 
 Models: the demo's tiny random set is linked into the server's models/ under the names the
 workflows use (tests/support/workflow_env.py), and PM_TINY_CHECKPOINTS=1 makes the tiny pack
@@ -24,7 +37,7 @@ substitute node in the server because a core node id cannot be overridden (clash
 silently), and because editing widgets is exactly what a user does: the frontend then converts the
 edited graph, and that conversion is checked too (against ui_to_api + the same substitutions).
 
-Needs /usr/bin/chromium (or $PM_CHROMIUM), playwright and the pinned frontend package (installed by
+Needs /usr/bin/chromium (or $PM_CHROMIUM), playwright and the pinned frontend (installed by
 scripts/setup_env.sh). Without them the test skips locally and fails in CI (CI=true).
 `PM_UI_UPDATE_DOCS=1` also rewrites docs/workflow-v2-basic.png (the README's picture).
 """
@@ -492,6 +505,7 @@ def test_workflow_in_the_browser(ui, path):
     assert check["nodes"] == len(workflow["nodes"]) and check["links"] == len(workflow["links"])
     layout = ui.js(LAYOUT)
     (ARTIFACTS / f"{path.stem}.layout.json").write_text(json.dumps(layout, indent=1))
+    ui.page.screenshot(path=str(ARTIFACTS / f"{path.stem}.opened.png"))  # what a user sees first
     assert layout["canvas"] == [VIEWPORT["width"], VIEWPORT["height"]], layout["canvas"]
     problems = layout_problems(layout)
     assert not problems, "layout at the saved view:\n" + "\n".join(problems)
