@@ -50,9 +50,11 @@ class StackedIDApply(io.ComfyNode):
                               tooltip="Region of identity_2. Connect a mask for each identity, or none."),
             ],
             outputs=[
-                io.Conditioning.Output("conditioning", tooltip="Text-only over [0, style_strength], identity "
-                                                               "after it: connect to the sampler's positive."),
-                io.Conditioning.Output("text_only", tooltip="The prompt without identity (trigger removed)."),
+                io.Conditioning.Output("conditioning", display_name="conditioning",
+                                       tooltip="Text-only over [0, style_strength], identity "
+                                               "after it: connect to the sampler's positive."),
+                io.Conditioning.Output("text_only", display_name="text_only",
+                                       tooltip="The prompt without identity (trigger removed)."),
             ],
         )
 
@@ -91,8 +93,10 @@ class StackedIDStyle(io.ComfyNode):
                                 tooltip="Your negative prompt (the style's negative is appended)."),
             ],
             outputs=[
-                io.String.Output("styled_positive", display_name="positive", tooltip="Styled prompt: connect to PhotoMaker Apply's text."),
-                io.String.Output("styled_negative", display_name="negative", tooltip="Styled negative prompt."),
+                io.String.Output("styled_positive", display_name="positive",
+                                 tooltip="Styled prompt: connect to PhotoMaker Apply's text."),
+                io.String.Output("styled_negative", display_name="negative",
+                                 tooltip="Styled negative prompt."),
             ],
         )
 

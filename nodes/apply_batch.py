@@ -79,7 +79,7 @@ class StackedIDApplyBatch(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         ids = [Identity.Input(f"identity_{i}", optional=i > 1,
-                              tooltip=f"Identity of batch item {i - 1} (latent {i - 1} of the batch). Connect the "
+                              tooltip=f"Identity of batch item {i} (latent {i} of the batch). Connect the "
                                       f"identities in order, without gaps.")
                for i in range(1, MAX_IDENTITIES + 1)]
         return io.Schema(
@@ -87,9 +87,9 @@ class StackedIDApplyBatch(io.ComfyNode):
             display_name="PhotoMaker Apply per Batch Item (Stacked ID)",
             category=CATEGORY,
             description="One person per latent in a single sampler pass: batch item i is conditioned on "
-                        "identity_(i+1) with the same prompt template, like PhotoMaker Apply with that "
+                        "identity_i with the same prompt template, like PhotoMaker Apply with that "
                         "identity alone. The latent batch must have as many items as identities are "
-                        "connected (or a multiple: latent i then gets identity i mod n).",
+                        "connected (or a multiple: the identities then repeat in order, 1, 2, 1, 2...).",
             inputs=[
                 io.Clip.Input("clip", tooltip="The SDXL CLIP."),
                 Encoder.Input("encoder", tooltip="From PhotoMaker Loader."),
@@ -112,13 +112,16 @@ class StackedIDApplyBatch(io.ComfyNode):
                 *ids[1:],
             ],
             outputs=[
-                io.Conditioning.Output("conditioning", tooltip="Batched conditioning (one row of the batch per "
-                                                               "identity), text-only over [0, style_strength]: "
-                                                               "connect to the sampler's positive."),
-                io.Conditioning.Output("text_only", tooltip="The trigger-free prompt, batched to the same size "
-                                                            "(for ControlNet)."),
+                io.Conditioning.Output("conditioning", display_name="conditioning",
+                                       tooltip="Batched conditioning (one row of the batch per "
+                                               "identity), text-only over [0, style_strength]: "
+                                               "connect to the sampler's positive."),
+                io.Conditioning.Output("text_only", display_name="text_only",
+                                       tooltip="The trigger-free prompt, batched to the same size "
+                                               "(for ControlNet)."),
                 io.Latent.Output("latent_out", display_name="latent", tooltip="The latent input, unchanged."),
-                io.Int.Output("batch_size", tooltip="Number of identities connected (= batch items)."),
+                io.Int.Output("batch_size", display_name="batch_size",
+                              tooltip="Number of identities connected (= batch items)."),
             ],
         )
 
@@ -133,7 +136,7 @@ class StackedIDApplyBatch(io.ComfyNode):
         if gap is not None:
             raise NodeInputError(cls.NAME, f"identity_{gap}",
                                  f"not connected but identity_{max(connected)} is: connect the identities in "
-                                 f"order (identity_1 = batch item 0, identity_2 = item 1, ...).")
+                                 f"order (identity_1 = batch item 1, identity_2 = item 2, ...).")
         identities = [(f"identity_{i}", given[i]) for i in connected]
         n = len(identities)
         samples = latent.get("samples") if isinstance(latent, dict) else None
@@ -144,7 +147,7 @@ class StackedIDApplyBatch(io.ComfyNode):
             raise NodeInputError(cls.NAME, "latent",
                                  f"the latent batch has {batch} item(s) but {n} identit{'y is' if n == 1 else 'ies are'} "
                                  f"connected: set Empty Latent Image's batch_size to {n} (or a multiple of {n}; "
-                                 f"latent i then gets identity i mod {n}).")
+                                 f"the identities then repeat in order).")
         cond, text_only = build_batch_conditioning(cls.NAME, clip, encoder, identities, text,
                                                    (trigger_word or "").strip(), style_strength, identity_strength)
         return io.NodeOutput(cond, text_only, latent, n)

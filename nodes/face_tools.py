@@ -50,15 +50,21 @@ class StackedIDFaceSimilarity(io.ComfyNode):
                              tooltip="How many of the best images the top_k output keeps."),
             ],
             outputs=[
-                io.Image.Output("ranked", tooltip="The images re-ordered best-first (no-face images last)."),
+                io.Image.Output("ranked", display_name="ranked",
+                                tooltip="The images re-ordered best-first (no-face images last)."),
                 io.Image.Output("top_k_images", display_name="top_k",
                                 tooltip="The best min(top_k, batch size) images, best first."),
-                io.String.Output("scores", tooltip="JSON list of the scores in input order, e.g. "
-                                                   "[0.91, 0.47, -1.0]; -1.0 = no face found."),
-                io.Float.Output("best_score", tooltip="The highest score (-1.0 if no image has a face)."),
-                io.String.Output("report", tooltip="Readable ranking: rank, input index and score per image."),
-                io.Image.Output("preview", tooltip="Thumbnails in ranked order with rank, input index and "
-                                                   "score drawn on each, face boxes outlined."),
+                io.String.Output("scores", display_name="scores_json",
+                                 tooltip="JSON list of the scores in input order, e.g. "
+                                         "[0.91, 0.47, -1.0]; -1.0 = no face found."),
+                io.Float.Output("best_score", display_name="best_score",
+                                tooltip="The highest score (-1.0 if no image has a face)."),
+                io.String.Output("report", display_name="report",
+                                 tooltip="Readable ranking: rank, input position (1 = first) and score "
+                                         "per image."),
+                io.Image.Output("preview", display_name="preview",
+                                tooltip="Thumbnails in ranked order with rank, input position and "
+                                        "score drawn on each, face boxes outlined."),
             ],
             is_output_node=True,
         )
@@ -91,7 +97,7 @@ class StackedIDFaceSimilarity(io.ComfyNode):
         labels, good = [], []
         for r, i in enumerate(result.order, 1):
             s = result.scores[i]
-            labels.append(f"#{r} img {i}: " + ("no face" if s is None else f"{s:.3f}"))
+            labels.append(f"#{r} img {i + 1}: " + ("no face" if s is None else f"{s:.3f}"))
             good.append(False if s is None else (r <= k))
         sheet = similarity.score_sheet(images.index_select(0, order).cpu(), labels,
                                        boxes=[boxes[i] for i in result.order], good=good)

@@ -49,8 +49,10 @@ class StackedIDEncode(io.ComfyNode):
                                          "whole-image behaviour)."),
             ],
             outputs=[
-                Identity.Output("identity", tooltip="Per-image ID tokens, version, image count, provenance."),
-                io.Image.Output("preview", tooltip="The images that were encoded, detected face boxes drawn."),
+                Identity.Output("identity", display_name="identity",
+                                tooltip="Per-image ID tokens, version, image count, provenance."),
+                io.Image.Output("preview", display_name="preview",
+                                tooltip="The images that were encoded, detected face boxes drawn."),
             ],
             hidden=[io.Hidden.unique_id],
         )
@@ -78,7 +80,7 @@ class StackedIDEncode(io.ComfyNode):
         except NoFaceError as e:
             raise host.NodeInputError(cls.NAME, "images", str(e)) from e
         for i in photos.skipped:
-            log.warning("%s: no face in image %d, skipped", cls.NAME, i)
+            log.warning("%s: no face in image %d of %d, skipped", cls.NAME, i + 1, images.shape[0])
         arc = photos.arcface
         try:
             tokens = encoder.encode_identity(photos.pixels, arc if encoder.version == "v2" else None)
@@ -112,7 +114,7 @@ class StackedIDStack(io.ComfyNode):
             description="Mixes 2-4 identities into one stack (the paper's identity mixing). Each identity's "
                         "fused rows are blended with the plain class word by its weight.",
             inputs=ins,
-            outputs=[Identity.Output("identity", tooltip="The stacked identity.")],
+            outputs=[Identity.Output("identity", display_name="identity", tooltip="The stacked identity.")],
         )
 
     @classmethod
@@ -145,7 +147,7 @@ class StackedIDSave(io.ComfyNode):
                 io.String.Input("name", default="identity",
                                 tooltip="File name (no extension); a number is appended if it exists."),
             ],
-            outputs=[io.String.Output("file", tooltip="The saved file name.")],
+            outputs=[io.String.Output("file", display_name="file", tooltip="The saved file name.")],
             is_output_node=True,
         )
 
@@ -180,7 +182,7 @@ class StackedIDLoad(io.ComfyNode):
                                       "when it was made with another PhotoMaker file, an error on a version "
                                       "mismatch)."),
             ],
-            outputs=[Identity.Output("identity", tooltip="The loaded identity.")],
+            outputs=[Identity.Output("identity", display_name="identity", tooltip="The loaded identity.")],
         )
 
     @classmethod

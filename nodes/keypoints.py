@@ -42,8 +42,10 @@ class StackedIDFaceKeypoints(io.ComfyNode):
                                tooltip="With several faces: the largest box, or the highest detection score."),
             ],
             outputs=[
-                io.Image.Output("keypoints", tooltip="The control images, same size as the input."),
-                io.String.Output("report", tooltip="Per image: the keypoints found, or 'no face'."),
+                io.Image.Output("keypoints", display_name="keypoints",
+                                tooltip="The control images, same size as the input."),
+                io.String.Output("report", display_name="report",
+                                 tooltip="Per image: the keypoints found, or 'no face'."),
             ],
         )
 
@@ -58,10 +60,10 @@ class StackedIDFaceKeypoints(io.ComfyNode):
             face = face_analysis.detect(to_uint8_rgb(images[i]), select=face_select)
             faces = [] if face is None else [face.kps]
             drawn.append(torch.from_numpy(keypoints.draw_keypoints(faces, h, w, style)))
-            lines.append(f"image {i}: " + ("no face (black image)" if face is None else
-                                           " ".join(f"({x:.1f},{y:.1f})" for x, y in face.kps)))
+            lines.append(f"image {i + 1}: " + ("no face (black image)" if face is None else  # 1-based
+                                               " ".join(f"({x:.1f},{y:.1f})" for x, y in face.kps)))
             if face is None:
-                log.warning("%s: no face in image %d, its control image is black", cls.NAME, i)
+                log.warning("%s: no face in image %d of %d, its control image is black", cls.NAME, i + 1, n)
             pbar.update(1)
         out = torch.stack(drawn).to(torch.float32) / 255.0
         return io.NodeOutput(out, "\n".join(lines))

@@ -31,14 +31,17 @@ class StackedIDLoader(io.ComfyNode):
                                tooltip="A PhotoMaker file from models/photomaker (photomaker-v1.bin, "
                                        "photomaker-v2.bin or a .safetensors conversion)."),
                 io.Model.Input("model", optional=True,
-                               tooltip="SDXL MODEL to receive PhotoMaker's LoRA. Without it the MODEL "
-                                       "output is empty; identity fidelity needs the LoRA."),
+                               tooltip="SDXL MODEL to receive PhotoMaker's LoRA. Without it the model "
+                                       "output blocks whatever it is connected to; identity fidelity needs "
+                                       "the LoRA."),
                 io.Float.Input("lora_strength", default=1.0, min=-4.0, max=4.0, step=0.05,
                                tooltip="Strength of the file's LoRA (1.0 = the reference)."),
             ],
             outputs=[
-                Encoder.Output("encoder", tooltip="The PhotoMaker ID encoder (V1 or V2)."),
-                io.Model.Output("patched_model", display_name="model", tooltip="The MODEL with PhotoMaker's LoRA applied."),
+                Encoder.Output("encoder", display_name="encoder",
+                               tooltip="The PhotoMaker ID encoder (V1 or V2)."),
+                io.Model.Output("patched_model", display_name="model",
+                                tooltip="The MODEL with PhotoMaker's LoRA applied."),
             ],
         )
 
@@ -67,7 +70,7 @@ class StackedIDLoader(io.ComfyNode):
         except PhotoMakerError as e:
             raise host.NodeInputError(cls.NAME, "photomaker_file", str(e)) from e
         weights.encoder = None  # drop the raw tensors: the encoder owns its (converted) copy
-        out_model = None
+        out_model = missing_model_blocker(cls.NAME)
         if model is not None:
             if not weights.lora:
                 raise host.NodeInputError(cls.NAME, "photomaker_file",
@@ -78,6 +81,19 @@ class StackedIDLoader(io.ComfyNode):
             lora = {k: v.clone() for k, v in weights.lora.items()}
             out_model = lora_patch.apply_lora(model, lora, lora_strength, cls.NAME)
         return io.NodeOutput(encoder, out_model)
+
+
+def missing_model_blocker(node: str):
+    """The model output when no MODEL is connected: the host's ExecutionBlocker stops the nodes that
+    use it with this message (a None would reach the sampler and fail there, far from the cause)."""
+    try:
+        from comfy_execution.graph_utils import ExecutionBlocker
+    except ImportError:  # a host without blockers: fail at the sampler as before
+        return None
+    return ExecutionBlocker(
+        f"{node} - input 'model': no MODEL is connected, so its 'model' output is empty. Connect the "
+        f"checkpoint loader's MODEL to {node}'s 'model' input (the sampler then takes the Loader's "
+        f"'model' output).")
 
 
 def insightface_pack_options() -> list[str]:
@@ -120,7 +136,8 @@ class StackedIDFaceAnalysisLoader(io.ComfyNode):
                 io.Int.Input("det_size", default=640, min=128, max=1280, step=32,
                              tooltip="Face detector input size; smaller sizes are tried when no face is found."),
             ],
-            outputs=[FaceAnalysis.Output("face_analysis", tooltip="Face detector + ArcFace recognizer.")],
+            outputs=[FaceAnalysis.Output("face_analysis", display_name="face_analysis",
+                                         tooltip="Face detector + ArcFace recognizer.")],
         )
 
     @classmethod

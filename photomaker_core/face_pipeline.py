@@ -29,9 +29,9 @@ class NoFaceError(PhotoMakerError, ValueError):
     """An ID photo without a detectable face (when the policy is to stop)."""
 
     def __init__(self, index: int, total: int):
-        self.index, self.total = index, total  # index -1: no image had one
+        self.index, self.total = index, total  # 0-based; -1: no image had one
         super().__init__(f"no face found in any of the {total} images" if index < 0 else
-                         f"no face found in image {index} (of {total}). Use a photo where the face is "
+                         f"no face found in image {index + 1} of {total}. Use a photo where the face is "
                          f"clearly visible, or set no_face to 'skip'.")
 
 

@@ -115,7 +115,7 @@ class Ranking:
             s = self.scores[i]
             label = "no face" if s is None else f"{s:.4f}"
             mark = "  <- kept" if top_k is not None and r <= max(1, int(top_k)) else ""
-            lines.append(f"#{r}  image {i}: {label}{mark}")
+            lines.append(f"#{r}  image {i + 1}: {label}{mark}")  # 1-based for users
         if top_k is not None and any(self.scores[i] is None for i in self.top(top_k)):
             lines.append(f"note: fewer than {top_k} images have a face; the top {top_k} include images "
                          f"without one")

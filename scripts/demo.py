@@ -2,7 +2,7 @@
 """PhotoMaker (Stacked ID) demo: one photo of a person in, a new portrait of that person out.
 
 `make demo` runs this. It boots ComfyUI in-process (no server, no browser), loads this pack with
-the host's own loader, converts workflows/photomaker-v2-basic.json (the same file you can open in
+the host's own loader, converts workflows/01-photomaker-v2-basic.json (the same file you can open in
 the ComfyUI frontend) to the API format, and runs it through ComfyUI's real engine (PromptExecutor).
 
     make demo                                    # the astronaut photo that ships with scikit-image
@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from host_compat import make_prompt_executor  # noqa: E402
 from workflow_api import WorkflowError, model_references, substitute, ui_to_api  # noqa: E402
 
-DEFAULT_WORKFLOW = REPO / "workflows" / "photomaker-v2-basic.json"
+DEFAULT_WORKFLOW = REPO / "workflows" / "01-photomaker-v2-basic.json"
 PHOTO_NAME = "photomaker_face.png"  # what the workflows' LoadImage nodes read
 SYNTHETIC_CACHE = REPO / ".cache" / "synthetic-models"
 SYNTHETIC_VERSION = "1"
@@ -491,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", type=Path, help="output PNG (default: output/photomaker_demo.png, "
                                              "output/photomaker_demo_synthetic.png with --synthetic)")
     ap.add_argument("--workflow", type=Path, default=DEFAULT_WORKFLOW,
-                    help="UI-format workflow to run (default: workflows/photomaker-v2-basic.json)")
+                    help="UI-format workflow to run (default: workflows/01-photomaker-v2-basic.json)")
     ap.add_argument("--checkpoint", help="use this SDXL checkpoint from models/checkpoints instead of "
                                          "sd_xl_base_1.0.safetensors")
     ap.add_argument("--steps", type=int, help="sampling steps (default: the workflow's, 50)")

@@ -25,5 +25,5 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 echo "== make demo inside $P (V1 workflow, synthetic weights: no network here)"
 cd "$P"
 command -v make || echo "no make"
-time make demo ARGS="--synthetic --workflow workflows/photomaker-v1-basic.json --out $OUT/demo_v1_synthetic.png" 2>&1 | grep -v "it/s\]" | tee "$OUT/make_demo.log"
+time make demo ARGS="--synthetic --workflow workflows/02-photomaker-v1-basic.json --out $OUT/demo_v1_synthetic.png" 2>&1 | grep -v "it/s\]" | tee "$OUT/make_demo.log"
 echo "rc=${PIPESTATUS[0]}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run a workflow over people x prompts x seeds on one or more ComfyUI servers.
 
-    python scripts/photomaker_batch.py --workflow workflows/photomaker-v2-basic.json \\
+    python scripts/photomaker_batch.py --workflow workflows/01-photomaker-v2-basic.json \\
         --people people/ --prompts prompts.txt --seeds 4 \\
         --server http://127.0.0.1:8188 --server http://gpu2:8188 \\
         --set KSampler.steps=30 --out runs/cast1

@@ -16,7 +16,7 @@ This mirrors what the frontend does in `graphToPrompt` (ComfyUI frontend 1.x):
 Usage (with the host booted, e.g. tests/support/host.py or scripts/demo.py):
 
     from workflow_api import ui_to_api, substitute
-    api = ui_to_api(json.load(open("workflows/photomaker-v2-basic.json")))
+    api = ui_to_api(json.load(open("workflows/01-photomaker-v2-basic.json")))
     api = substitute(api, {"sd_xl_base_1.0.safetensors": "my-sdxl.safetensors",
                            ("KSampler", "steps"): 20})
 

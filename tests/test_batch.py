@@ -19,7 +19,7 @@ from support import batch_env, workflow_env
 pytestmark = pytest.mark.host
 
 WORKFLOWS = workflow_env.REPO / "workflows"
-RANK_SEEDS = WORKFLOWS / "photomaker-rank-seeds.json"  # Encode + Apply + KSampler + Face Similarity
+RANK_SEEDS = WORKFLOWS / "06-photomaker-rank-seeds.json"  # Encode + Apply + KSampler + Face Similarity
 PROMPTS = ["a photo of a man img", "a photo of a man img, smiling", "portrait of a man img, studio light"]
 PEOPLE = {"alice": ["RED"], "bob": ["GREEN", "GREEN"]}  # bob: two photos (batched on the server)
 SMALL = [*batch_env.SMALL, "Empty Latent Image.batch_size=1"]
@@ -240,7 +240,7 @@ def test_saved_identity_people_are_copied_for_load_identity(servers, tmp_path):
     server = servers[0]
     people = tmp_path / "people"
     workflow_env.write_identity(people / "carol.safetensors", version="v2", seed=3)
-    wf = json.loads((WORKFLOWS / "photomaker-save-identity.json").read_text())
+    wf = json.loads((WORKFLOWS / "05-photomaker-save-identity.json").read_text())
     for node in wf["nodes"]:  # step 2 of that workflow: group 2 on, group 1 muted
         if node["type"] not in ("Note", "MarkdownNote"):
             node["mode"] = 0 if node.get("mode") == 2 else 2
@@ -269,7 +269,7 @@ def test_a_failing_job_is_retried_then_recorded_with_the_servers_error(servers, 
     assert res.returncode == 1, res.stderr[-3000:]
     (rec,) = _records(out)
     assert rec["status"] == "failed" and rec["attempts"] == 2 and rec["outputs"] == []
-    assert rec["error"].startswith("StackedIDEncode") and "no face found in image 0" in rec["error"]
+    assert rec["error"].startswith("StackedIDEncode") and "no face found in image 1 of" in rec["error"]
     assert len(rec["errors"]) == 2
     assert "failed" in (out / "contact_sheet.html").read_text()
     assert "0/1 done" in res.stderr and "1 failed" in res.stderr
@@ -352,9 +352,9 @@ def test_bad_input_is_refused_before_anything_is_queued(case, servers, inputs, t
 
 # ------------------------------------------------------------------------------ prompt binding
 
-@pytest.mark.parametrize("name, holder", [("photomaker-v2-basic.json", ("StackedIDApply", "text")),
-                                          ("photomaker-stylization.json", ("StackedIDStyle", "positive")),
-                                          ("photomaker-controlnet.json", ("PrimitiveStringMultiline", "value"))])
+@pytest.mark.parametrize("name, holder", [("01-photomaker-v2-basic.json", ("StackedIDApply", "text")),
+                                          ("04-photomaker-stylization.json", ("StackedIDStyle", "positive")),
+                                          ("09-photomaker-controlnet.json", ("PrimitiveStringMultiline", "value"))])
 def test_the_prompt_goes_where_the_apply_node_reads_it(servers, name, holder):
     """A linked Apply text is followed upstream (Style's positive, a text primitive through String
     Replace); the job's photos replace the workflow's, whose loaders are left out of the prompt."""

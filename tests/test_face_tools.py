@@ -51,7 +51,7 @@ def test_ranking_best_first_no_face_last_stable():
     assert json.loads(r.to_json()) == [0.5, sim.NO_FACE, 0.8]
     assert r.top(2) == [2, 0] and r.top(10) == [2, 0, 1] and r.top(0) == [2]
     text = r.report(top_k=2)
-    assert "#1  image 2: 0.8000  <- kept" in text and "#3  image 1: no face" in text and "2 reference faces" in text
+    assert "#1  image 3: 0.8000  <- kept" in text and "#3  image 2: no face" in text and "2 reference faces" in text
     assert "note" not in text and "note" in r.report(top_k=3)
     none = sim.Ranking(scores=[None], order=[0], reference_faces=1)
     assert none.best_score == sim.NO_FACE
@@ -134,8 +134,8 @@ def test_similarity_scores_ranks_and_reports_no_face(env, faces):
     torch.testing.assert_close(top, gen[order[:2]], rtol=0, atol=0)
     assert best == pytest.approx(max(scores))
     lines = [ln for ln in report.splitlines() if ln.startswith("#")]
-    assert [int(ln.split("image ")[1].split(":")[0]) for ln in lines] == order
-    assert "image 2: no face" in report and "5 images, 4 with a face" in report
+    assert [int(ln.split("image ")[1].split(":")[0]) for ln in lines] == [i + 1 for i in order]  # 1-based
+    assert "image 3: no face" in report and "5 images, 4 with a face" in report
     assert preview.ndim == 4 and preview.shape[0] == 1 and preview.shape[-1] == 3
 
 
@@ -207,12 +207,12 @@ def test_similarity_through_the_engine(comfy_host, env):
     _, outputs = comfy_host.run_graph(_sim_graph("face_red.png", gen))
     (report,) = outputs["20"]["text"]
     lines = [ln for ln in report.splitlines() if ln.startswith("#")]
-    assert lines[0].startswith("#1  image 3: 1.0000") or lines[0].startswith("#1  image 2:")
-    assert {ln.split(":")[0] for ln in lines[:2]} == {"#1  image 3", "#2  image 2"} or \
-        {ln.split(":")[0] for ln in lines[:2]} == {"#1  image 2", "#2  image 3"}
-    assert lines[3] == "#4  image 1: no face"
+    assert lines[0].startswith("#1  image 4: 1.0000") or lines[0].startswith("#1  image 3:")
+    assert {ln.split(":")[0] for ln in lines[:2]} == {"#1  image 4", "#2  image 3"} or \
+        {ln.split(":")[0] for ln in lines[:2]} == {"#1  image 3", "#2  image 4"}
+    assert lines[3] == "#4  image 2: no face"
     green = float(lines[2].split(": ")[1].split()[0])
-    assert lines[2].startswith("#3  image 0") and green < 0.5
+    assert lines[2].startswith("#3  image 1") and green < 0.5
     assert len(outputs["20"]["images"]) == 1  # the scored contact sheet shows in the node
     top = saved_images(outputs, "21")
     assert len(top) == 2
@@ -434,7 +434,7 @@ def _tiny_api(path):
 def test_rank_seeds_workflow_runs(comfy_host, env):
     from graph_fixtures import saved_images
 
-    api = _tiny_api(REPO / "workflows" / "photomaker-rank-seeds.json")
+    api = _tiny_api(REPO / "workflows" / "06-photomaker-rank-seeds.json")
     types = {e["class_type"] for e in api.values()}
     assert {"StackedIDFaceSimilarity", "KSampler", "SaveImage", "StackedIDApply"} <= types
     (sim_id,) = [k for k, e in api.items() if e["class_type"] == "StackedIDFaceSimilarity"]
@@ -451,7 +451,7 @@ def test_rank_seeds_workflow_runs(comfy_host, env):
 def test_batch_identities_workflow_runs(comfy_host, env):
     from graph_fixtures import saved_images
 
-    api = _tiny_api(REPO / "workflows" / "photomaker-batch-identities.json")
+    api = _tiny_api(REPO / "workflows" / "10-photomaker-batch-identities.json")
     (apply_id,) = [k for k, e in api.items() if e["class_type"] == "StackedIDApplyBatch"]
     assert all(f"identity_{i}" in api[apply_id]["inputs"] for i in range(1, 5))
     (save_id,) = [k for k, e in api.items() if e["class_type"] == "SaveImage"]

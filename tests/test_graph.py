@@ -237,7 +237,7 @@ def test_errors_are_actionable_and_host_keeps_serving(comfy_host, pm_env):
     msg = _error(comfy_host, graph("v2", with_faces=False))
     assert "face_analysis" in msg and "InsightFace" in msg
     msg = _error(comfy_host, graph("v2", image="noface.png"))
-    assert "no face found in image 0" in msg and "skip" in msg
+    assert "no face found in image 1 of" in msg and "skip" in msg
     msg = _error(comfy_host, graph("v1", extra={"2": {"inputs": {"photomaker_file": "lora-only.safetensors"}}}))
     assert "only a LoRA" in msg
     # the host still serves the next prompt

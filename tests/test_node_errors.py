@@ -120,7 +120,7 @@ def test_rgba_face_is_detected_and_nan_pixels_are_harmless(pm_env, v1_encoder, f
 
 def test_gray_image_without_face_names_its_index(pm_env, v1_encoder, faces):
     imgs = torch.cat([_face_image(240, 320, 3), torch.full((1, 240, 320, 3), 0.3)])
-    with pytest.raises(ValueError, match=r"no face found in image 1 \(of 2\)"):
+    with pytest.raises(ValueError, match=r"no face found in image 2 of 2"):
         call("StackedIDEncode", encoder=v1_encoder, images=imgs, face_analysis=faces)
 
 

@@ -306,7 +306,7 @@ def test_rgba_and_grayscale(encoders, version):
         with pytest.raises(ValueError) as e:
             encode(encoders, version, gray)
         assert_node_error(e)
-        assert "no face found in image 0" in str(e.value)
+        assert "no face found in image 1 of" in str(e.value)
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
@@ -394,7 +394,7 @@ def test_batch_where_only_some_images_have_a_face(encoders, version):
     with pytest.raises(ValueError) as e:
         encode(encoders, version, batch, faces=True, no_face="error")
     assert_node_error(e)
-    assert "no face found in image 1 (of 5)" in str(e.value) and "skip" in str(e.value)
+    assert "no face found in image 2 of 5" in str(e.value) and "skip" in str(e.value)
     ident, preview = encode(encoders, version, batch, faces=True, no_face="skip")
     assert_identity(ident, 3, version)
     assert ident.provenance["source_indices"] == [0, 2, 4]

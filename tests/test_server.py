@@ -95,7 +95,7 @@ def test_errors_reach_the_user_and_the_server_keeps_serving(server):
     assert err["node_type"] == "StackedIDApply" and "trigger" in err["exception_message"]
     no_face = server.wait(server.queue(graph("v2", image="noface.png")))
     err = _execution_error(no_face)
-    assert err["node_type"] == "StackedIDEncode" and "no face found in image 0" in err["exception_message"]
+    assert err["node_type"] == "StackedIDEncode" and "no face found in image 1 of" in err["exception_message"]
 
     for version in ("v1", "v2"):
         ok = server.wait(server.queue(graph(version)))

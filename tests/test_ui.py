@@ -11,7 +11,20 @@ Chromium, driven by playwright, opens the page and loads every workflows/*.json 
 * the frontend's own API conversion (`graphToPrompt().output`) equals scripts/workflow_api.py's
   `ui_to_api` of the file (run against the same server's /object_info);
 * queued from the page (`app.queuePrompt`), the run succeeds (/history) and writes its images;
-* a screenshot of each graph lands in test-artifacts/ui/<workflow>.png.
+* a screenshot of each graph lands in test-artifacts/ui/<workflow>.png;
+* the layout reads at the saved view (`extra.ds`, restored on load) on a 1600x900 canvas: no two
+  node boxes overlap (title bars included, sizes as the frontend drew them), every Note lies inside
+  the restored view, the zoom is >= 0.6 (below it the frontend stops drawing node text), and a
+  workflow of more than 12 nodes has every node inside a titled group (the opened view lands in
+  <workflow>.opened.png, the boxes in <workflow>.layout.json);
+* on frontends with the errors panel's stores (1.49.6, ComfyUI 0.33's pin), missing nodes and models
+  are read from them (that frontend opens no missing-nodes dialog), and each template opened on a
+  second, model-less server lists exactly the model files it needs with their download URL and
+  folder (the workflows' `properties.models`).
+
+The frontend is the one the host pins (its requirements.txt): the venv's package when it is that
+version, else `.cache/frontends/<version>` (scripts/setup_env.sh), served with --front-end-root.
+So `PM_COMFY_VERSION=0.33.0` runs this file on 1.49.6 and the default host on 1.32.9.
 
 Models: the demo's tiny random set is linked into the server's models/ under the names the
 workflows use (tests/support/workflow_env.py), and PM_TINY_CHECKPOINTS=1 makes the tiny pack
@@ -24,7 +37,7 @@ substitute node in the server because a core node id cannot be overridden (clash
 silently), and because editing widgets is exactly what a user does: the frontend then converts the
 edited graph, and that conversion is checked too (against ui_to_api + the same substitutions).
 
-Needs /usr/bin/chromium (or $PM_CHROMIUM), playwright and the pinned frontend package (installed by
+Needs /usr/bin/chromium (or $PM_CHROMIUM), playwright and the pinned frontend (installed by
 scripts/setup_env.sh). Without them the test skips locally and fails in CI (CI=true).
 `PM_UI_UPDATE_DOCS=1` also rewrites docs/workflow-v2-basic.png (the README's picture).
 """
@@ -48,10 +61,14 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 ARTIFACTS = REPO / "test-artifacts" / "ui"
 DOCS_PICTURE = REPO / "docs" / "workflow-v2-basic.png"
-DOCS_WORKFLOW = "photomaker-v2-basic.json"
+DOCS_WORKFLOW = "01-photomaker-v2-basic.json"
 LATENT, STEPS = 64, 2
 SMALL = workflow_env.small_widgets(LATENT, STEPS)
-VIEWPORT = {"width": 1800, "height": 1000}
+# The canvas a workflow must read well on at its saved view (extra.ds); focus mode gives the canvas
+# the whole window.
+VIEWPORT = {"width": 1600, "height": 900}
+MIN_SCALE = 0.5  # below this the saved view is too small to read
+GROUPED_ABOVE = 12  # workflows with more nodes than this put every node in a titled group
 # A fresh profile would open the Templates browser, a "Nodes 2.0" banner and the minimap; screenshots
 # should show the graph: full detail at any zoom, no canvas info or canvas menu.
 SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False,
@@ -83,17 +100,28 @@ def _required_frontend(host_root: Path) -> str:
     return m.group(1)
 
 
-def _check_prerequisites(host_root: Path) -> tuple[str, str]:
-    chromium = browser_support.chromium()
-    browser_support.require_playwright()
-    pinned = _required_frontend(host_root)
+def _frontend_root(pinned: str) -> str | None:
+    """Where the host's pinned frontend is: None when the venv has that version (the server's
+    default), else the static folder of .cache/frontends/<version> (scripts/setup_env.sh installs
+    each host's pin there), served with --front-end-root."""
     try:
         installed = importlib.metadata.version("comfyui-frontend-package")
     except importlib.metadata.PackageNotFoundError:
         installed = None
-    if installed != pinned:
-        browser_support.unavailable(f"comfyui-frontend-package {installed} installed, the host at {host_root} pins {pinned}")
-    return chromium, pinned
+    if installed == pinned:
+        return None
+    static = REPO / ".cache" / "frontends" / pinned / "comfyui_frontend_package" / "static"
+    if not (static / "index.html").is_file():
+        browser_support.unavailable(f"comfyui-frontend-package {pinned} (the host's pin) is neither installed "
+                                    f"(the venv has {installed}) nor in {static.parents[1]}")
+    return str(static)
+
+
+def _check_prerequisites(host_root: Path) -> tuple[str, str, str | None]:
+    chromium = browser_support.chromium()
+    browser_support.require_playwright()
+    pinned = _required_frontend(host_root)
+    return chromium, pinned, _frontend_root(pinned)
 
 
 # ------------------------------------------------------------------------------------ session
@@ -111,11 +139,10 @@ class UI:
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
     from support import host
-    from support.server import ComfyServer
 
     t0 = time.time()
     host_root = host.host_path()
-    chromium, pinned = _check_prerequisites(host_root)
+    chromium, pinned, frontend_root = _check_prerequisites(host_root)
     from playwright.sync_api import sync_playwright
 
     base = tmp_path_factory.mktemp("ui-server")
@@ -125,7 +152,7 @@ def ui(tmp_path_factory):
     workflow_env.write_identity(base / "models" / "photomaker_identities" / workflow_env.IDENTITY_NAME)
     t_models = time.time()
 
-    server = ComfyServer(base=base, frontend=True)
+    server = _server(base, frontend_root)
     old = os.environ.get("PM_TINY_CHECKPOINTS")
     os.environ["PM_TINY_CHECKPOINTS"] = "1"  # read by tests/support/tiny_pack inside the server
     try:
@@ -147,18 +174,9 @@ def ui(tmp_path_factory):
         browser = browser_support.launch(pw, chromium)
         context = browser.new_context(viewport=VIEWPORT)
         context.add_init_script("localStorage.setItem('vueNodesBannerDismissed', 'true')")
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        console: list[str] = []
-        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-        page.goto(server.url)
-        # The app is up once the node definitions are registered.
-        page.wait_for_function(APP_READY)
-        # Focus mode: the canvas alone, without the side bar and menus over it.
-        page.evaluate(FOCUS_MODE)
+        page, console = _open_page(context, server)
         session = UI(server, page, object_info, base, console)
-        session.pinned = pinned
+        session.pinned, session.context, session.frontend_root = pinned, context, frontend_root
         session.timings.update(models=t_models - t0, server=t_server - t_models, page=time.time() - t_server)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         yield session
@@ -173,6 +191,27 @@ def ui(tmp_path_factory):
         if pw is not None:
             pw.stop()
         server.stop()
+
+
+def _server(base: Path, frontend_root: str | None, with_tiny_pack: bool = True):
+    from support.server import ComfyServer
+
+    return ComfyServer(base=base, frontend=True, with_tiny_pack=with_tiny_pack,
+                       extra_args=["--front-end-root", frontend_root] if frontend_root else None)
+
+
+def _open_page(context, server):
+    """A page of the app served by `server`, ready (node definitions registered), in focus mode
+    (the canvas alone, without the side bar and menus over it)."""
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    console: list[str] = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    page.goto(server.url)
+    page.wait_for_function(APP_READY)
+    page.evaluate(FOCUS_MODE)
+    return page, console
 
 
 # ----------------------------------------------------------------------------------- page code
@@ -225,6 +264,18 @@ CHECK_GRAPH = """() => {
   return {problems, nodes: g.nodes.length, links: links.length};
 }"""
 
+# Frontend 1.49.6 and newer report missing nodes and models in Pinia stores (shown in the errors
+# panel, no modal dialog); older ones have no such stores (null here) and open a dialog instead.
+STORES = """() => {
+  const el = document.getElementById('vue-app');
+  const pinia = el && el.__vue_app__ && el.__vue_app__.config.globalProperties.$pinia;
+  const nodes = pinia && pinia._s.get('missingNodesError'), models = pinia && pinia._s.get('missingModel');
+  if (!nodes || !models) return null;
+  return {missingNodes: ((nodes.missingNodesError || {}).nodeTypes || []).map(t => t.type || t),
+          missingModels: (models.missingModelCandidates || []).map(c => ({name: c.name, url: c.url || null,
+            directory: c.directory || null, nodeId: String(c.nodeId), missing: c.isMissing}))};
+}"""
+
 OPEN_DIALOGS = """() => {
   const seen = el => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
   const dialogs = [...document.querySelectorAll('.p-dialog, [role=dialog], [role=alertdialog]')].filter(seen);
@@ -264,10 +315,73 @@ FIT_GRAPH = """(zoom) => {
 }"""
 
 
+# The graph as the frontend placed it, right after loading (saved view restored): every node's box
+# (title bar included), every group, the Notes, and the part of the graph the canvas shows.
+LAYOUT = """() => {
+  const c = app.canvas, ds = c.ds, title = LiteGraph.NODE_TITLE_HEIGHT || 30;
+  const r = c.canvas.getBoundingClientRect();
+  const view = [-ds.offset[0], -ds.offset[1], r.width / ds.scale, r.height / ds.scale];
+  const box = n => [n.pos[0], n.pos[1] - title, n.size[0], n.size[1] + title];
+  const nodes = app.graph.nodes.map(n => ({id: n.id, type: n.type, box: box(n),
+                                           note: n.type === 'Note' || n.type === 'MarkdownNote'}));
+  const groups = (app.graph.groups || app.graph._groups || []).map(g => ({title: g.title,
+    box: [g.pos[0], g.pos[1], g.size[0], g.size[1]]}));
+  return {view, scale: ds.scale, canvas: [r.width, r.height], nodes, groups};
+}"""
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def _inside(inner, outer) -> bool:
+    return (inner[0] >= outer[0] and inner[1] >= outer[1] and inner[0] + inner[2] <= outer[0] + outer[2]
+            and inner[1] + inner[3] <= outer[1] + outer[3])
+
+
+def layout_problems(layout: dict) -> list[str]:
+    """What makes a workflow hard to read when it opens: overlapping nodes, a Note outside the
+    restored view, a view too small to read, ungrouped nodes in a large workflow."""
+    problems, nodes = [], layout["nodes"]
+    name = {n["id"]: f"node {n['id']} ({n['type']})" for n in nodes}
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            if _overlap(a["box"], b["box"]):
+                problems.append(f"{name[a['id']]} overlaps {name[b['id']]}")
+    notes = [n for n in nodes if n["note"]]
+    if not notes:
+        problems.append("no instructions Note")
+    for n in notes:
+        if not _inside(n["box"], layout["view"]):
+            problems.append(f"{name[n['id']]} is outside the restored view {layout['view']}")
+    if layout["scale"] < MIN_SCALE:
+        problems.append(f"saved view scale {layout['scale']:.2f} < {MIN_SCALE}")
+    if len(nodes) > GROUPED_ABOVE:
+        titled = [g for g in layout["groups"] if (g["title"] or "").strip()]
+        if len(titled) != len(layout["groups"]) or not titled:
+            problems.append(f"{len(nodes)} nodes: every group needs a title, and there must be groups")
+        for n in nodes:
+            if not n["note"] and not any(_inside(n["box"], g["box"]) for g in titled):
+                problems.append(f"{name[n['id']]} is in no titled group")
+    return problems
+
+
+DISMISS_ERRORS = """() => {
+  const el = document.getElementById('vue-app');
+  const store = el && el.__vue_app__.config.globalProperties.$pinia._s.get('executionError');
+  if (store && store.dismissErrorOverlay) store.dismissErrorOverlay();
+}"""
+
+
 def _load(ui: UI, workflow: dict, name: str) -> dict:
     ui.js("async ([wf, name]) => { await app.loadGraphData(wf, true, true, name); }", [workflow, name])
     ui.page.wait_for_timeout(300)  # let the Vue layer react (dialogs, toasts, DOM widgets)
-    return ui.js(OPEN_DIALOGS)
+    state = ui.js(OPEN_DIALOGS)
+    stores = ui.js(STORES)
+    state["stores"] = stores
+    # the old dialog, or (1.49.6+) the missing-nodes store
+    state["missing"] = state["missing"] or bool(stores and stores["missingNodes"])
+    return state
 
 
 def _screenshot(ui: UI, path: Path) -> dict:
@@ -347,9 +461,17 @@ def test_workflow_in_the_browser(ui, path):
     assert not state["missing"], "missing-nodes dialog shown"
     assert not state["dialogs"], f"dialogs open after loading: {state['dialogs']}"
     assert not state["toasts"], f"error/warning toasts after loading: {state['toasts']}"
+    if state["stores"] is not None:  # 1.49.6+: with every model installed, none is reported missing
+        assert not [m for m in state["stores"]["missingModels"] if m["missing"]], state["stores"]
     check = ui.js(CHECK_GRAPH)
     assert not check["problems"], "\n".join(check["problems"])
     assert check["nodes"] == len(workflow["nodes"]) and check["links"] == len(workflow["links"])
+    layout = ui.js(LAYOUT)
+    (ARTIFACTS / f"{path.stem}.layout.json").write_text(json.dumps(layout, indent=1))
+    ui.page.screenshot(path=str(ARTIFACTS / f"{path.stem}.opened.png"))  # what a user sees first
+    assert layout["canvas"] == [VIEWPORT["width"], VIEWPORT["height"]], layout["canvas"]
+    problems = layout_problems(layout)
+    assert not problems, "layout at the saved view:\n" + "\n".join(problems)
 
     shot = ARTIFACTS / f"{path.stem}.png"
     clip = _screenshot(ui, shot)
@@ -385,7 +507,7 @@ def test_workflow_in_the_browser(ui, path):
 def test_saved_identity_is_reused_from_the_page(ui):
     """The save-identity workflow's second step as its Note tells a user: after the save, refresh the
     lists (R), pick the saved file in Load Identity, mute group 1, unmute group 2, queue."""
-    path = REPO / "workflows" / "photomaker-save-identity.json"
+    path = REPO / "workflows" / "05-photomaker-save-identity.json"
     folder = ui.base / "models" / "photomaker_identities"
     saved = sorted(f for f in os.listdir(folder) if f.startswith("my_identity_"))
     if not saved:  # this test alone: run step 1 first
@@ -417,7 +539,7 @@ def test_saved_identity_is_reused_from_the_page(ui):
     assert load["inputs"]["identity_file"] == saved[-1]
     entry = ui.server.wait(prompt_id, timeout=120)
     assert _check_outputs(ui, entry, body["prompt"])
-    _screenshot(ui, ARTIFACTS / "photomaker-save-identity-reuse.png")
+    _screenshot(ui, ARTIFACTS / "05-photomaker-save-identity-reuse.png")
 
 
 def _write_docs_picture(ui: UI, workflow: dict, limit: int = 300_000) -> None:
@@ -450,7 +572,7 @@ def _write_docs_picture(ui: UI, workflow: dict, limit: int = 300_000) -> None:
 def test_checks_catch_a_broken_workflow(ui):
     """The checks above are not vacuous: a workflow with an unknown node, a model name the server
     does not have, an out-of-range number and a mistyped link fails every one of them."""
-    wf = json.loads((REPO / "workflows" / "photomaker-v2-basic.json").read_text())
+    wf = json.loads((REPO / "workflows" / "01-photomaker-v2-basic.json").read_text())
     by_type = {n["type"]: n for n in wf["nodes"]}
     by_type["PreviewImage"]["type"] = "NoSuchPhotoMakerNode"
     by_type["CheckpointLoaderSimple"]["widgets_values"][0] = "not_installed.safetensors"
@@ -467,13 +589,63 @@ def test_checks_catch_a_broken_workflow(ui):
     state = _load(ui, wf, "broken")
     try:
         assert state["missing"], state
+        if state["stores"] is not None:  # 1.49.6+: the stores behind the errors panel
+            assert state["stores"]["missingNodes"] == ["NoSuchPhotoMakerNode"], state["stores"]
+            missing = [m["name"] for m in state["stores"]["missingModels"] if m["missing"]]
+            assert missing == ["not_installed.safetensors"], state["stores"]
         problems = "\n".join(ui.js(CHECK_GRAPH)["problems"])
         assert "NoSuchPhotoMakerNode" in problems
         assert "'ckpt_name' = \"not_installed.safetensors\": not one of" in problems
         assert "'batch_size' = 100000: outside" in problems
         assert "LATENT -> CONDITIONING is not a valid connection" in problems
-    finally:  # close the dialog as a user would, so later tests start clean
+    finally:  # close the dialog (or 1.49.6's errors overlay) as a user would, so later tests start clean
         ui.js("""() => document.querySelectorAll(
                    '.p-dialog .p-dialog-close-button, [role=dialog] button[aria-label=Close]').forEach(b => b.click())""")
+        ui.js(DISMISS_ERRORS)
         ui.page.wait_for_function("() => ![...document.querySelectorAll('.p-dialog, [role=dialog]')]"
                                   ".some(el => el.offsetWidth || el.offsetHeight)", timeout=10_000)
+
+
+# ------------------------------------------------------------------ a fresh ComfyUI without models
+
+@pytest.fixture(scope="module")
+def bare(ui, tmp_path_factory):
+    """The same frontend on a second server that has no models at all, as a new user's ComfyUI."""
+    if ui.js(STORES) is None:
+        pytest.skip(f"frontend {ui.pinned} has no missing-models store (its Missing Models panel came with "
+                    f"1.49.6: run on ComfyUI 0.33.0, PM_COMFY_VERSION=0.33.0)")
+    server = _server(tmp_path_factory.mktemp("bare-server"), ui.frontend_root, with_tiny_pack=False)
+    server.start()
+    page = None
+    try:
+        assert server.post("/settings", SETTINGS)[0] == 200
+        page, console = _open_page(ui.context, server)
+        yield UI(server, page, {}, server.base, console)
+    finally:
+        if page is not None:
+            page.close()
+        server.stop()
+
+
+def _needed_downloads(workflow: dict) -> set[tuple]:
+    """(name, directory, url) of every public model file the workflow's active nodes load, from the
+    pack's catalogue (not from the file's own metadata); muted nodes load nothing."""
+    catalogue = workflow_env.model_downloads()
+    return {(m["name"], m["directory"], m["url"]) for n in workflow["nodes"] if n.get("mode", 0) == 0
+            for v in n.get("widgets_values") or [] if isinstance(v, str) and v in catalogue
+            for m in [catalogue[v]]}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=_ids(WORKFLOWS))
+def test_missing_models_panel_offers_the_downloads(bare, path):
+    """Opened in a ComfyUI without models, the errors panel lists exactly the files the workflow
+    needs, each with its download (URL and model folder), so one click fetches it."""
+    workflow = json.loads(path.read_text())
+    _load(bare, workflow, path.stem)
+    # the frontend lists the candidates once it has asked the server for the model folders
+    bare.page.wait_for_function(f"() => {{ const s = ({STORES})(); return !!s && s.missingModels.length; }}")
+    stores = bare.js(STORES)
+    listed = {(m["name"], m["directory"], m["url"]) for m in stores["missingModels"] if m["missing"]}
+    assert listed == _needed_downloads(workflow), stores["missingModels"]
+    assert not stores["missingNodes"]
+    bare.js(DISMISS_ERRORS)

@@ -3,8 +3,8 @@ the demo (scripts/demo.py).
 
 * every workflow is a well-formed UI-format file with a Note, references only installed node types,
   converts, validates and runs through the real engine with tiny random models;
-* photomaker-controlnet.json gives the ControlNet the text-only prompt at every step (as the
-  reference) while the UNet gets the identity; photomaker-two-people.json masks one prompt per person
+* 09-photomaker-controlnet.json gives the ControlNet the text-only prompt at every step (as the
+  reference) while the UNet gets the identity; 08-photomaker-two-people.json masks one prompt per person
   to complementary halves;
 * the converter follows the frontend's rules (widget order, seed control values, Reroute,
   PrimitiveNode, muted and bypassed nodes), checked on small hand-made graphs;
@@ -30,9 +30,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-EXPECTED = ["photomaker-v2-basic.json", "photomaker-v1-basic.json", "photomaker-identity-mixing.json",
-            "photomaker-two-people.json", "photomaker-stylization.json", "photomaker-save-identity.json",
-            "photomaker-v2-multi-photo.json", "photomaker-controlnet.json"]
+EXPECTED = ["01-photomaker-v2-basic.json", "02-photomaker-v1-basic.json", "07-photomaker-identity-mixing.json",
+            "08-photomaker-two-people.json", "04-photomaker-stylization.json", "05-photomaker-save-identity.json",
+            "03-photomaker-v2-multi-photo.json", "09-photomaker-controlnet.json"]
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 
 
@@ -386,7 +386,7 @@ def test_workflow_runs(comfy_host, wf_env, path):
 def test_save_identity_workflow_then_reuse(comfy_host, wf_env):
     """Group 1 saves the identity; then, as the Note says, mute group 1 and unmute group 2: the
     portrait is made from the saved file."""
-    path = REPO / "workflows" / "photomaker-save-identity.json"
+    path = REPO / "workflows" / "05-photomaker-save-identity.json"
     wf = json.loads(path.read_text())
     before = set(os.listdir(wf_env["identities"]))
     api = _api(path, wf_env)
@@ -446,14 +446,14 @@ def test_face_detailer_workflow_changes_only_the_face(comfy_host, wf_env):
 
 @pytest.mark.host
 def test_two_people_workflow_masks_each_person_to_one_half(comfy_host, wf_env):
-    """photomaker-two-people.json: the sampler's positive is the shared two-trigger prompt combined
+    """08-photomaker-two-people.json: the sampler's positive is the shared two-trigger prompt combined
     with one prompt per person (only that person's identity), masked to complementary halves:
     Person A (identity, img) left, Person B (identity_2, img2) right."""
     import re
 
     import torch
 
-    api = wapi.ui_to_api(json.loads((REPO / "workflows" / "photomaker-two-people.json").read_text()))
+    api = wapi.ui_to_api(json.loads((REPO / "workflows" / "08-photomaker-two-people.json").read_text()))
 
     def evaluate(nid):
         return _evaluate(api, nid)
@@ -484,7 +484,7 @@ def test_two_people_workflow_masks_each_person_to_one_half(comfy_host, wf_env):
 
 @pytest.mark.host
 def test_controlnet_workflow_gives_the_controlnet_the_text_only_prompt(comfy_host, wf_env, monkeypatch):
-    """photomaker-controlnet.json does what the reference pipeline does: the ControlNet's
+    """09-photomaker-controlnet.json does what the reference pipeline does: the ControlNet's
     cross-attention input is the text-only prompt at every step (CLIPTextEncodeControlnet sets
     cross_attn_controlnet on Apply's conditioning), while the UNet's switches from text-only to the
     identity prompt. With that node bypassed (plain Apply ControlNet on Apply's output) the ControlNet
@@ -515,7 +515,7 @@ def test_controlnet_workflow_gives_the_controlnet_the_text_only_prompt(comfy_hos
                 out.append(r)
         return out
 
-    path = REPO / "workflows" / "photomaker-controlnet.json"
+    path = REPO / "workflows" / "09-photomaker-controlnet.json"
     wf = json.loads(path.read_text())
     results = {}
     for variant in ("as shipped", "CLIPTextEncodeControlnet bypassed"):

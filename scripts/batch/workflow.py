@@ -211,7 +211,7 @@ def analyse(api: dict, object_info: Mapping, people_kinds: set[str], seed_count:
         if not t.encode_nodes or bad:
             raise BatchInputError("--people: people given as photo folders, but the workflow has no PhotoMaker "
                                   "Encode Identity node (StackedIDEncode) with its images connected. Use a "
-                                  "workflow that encodes photos (e.g. workflows/photomaker-v2-basic.json).")
+                                  "workflow that encodes photos (e.g. workflows/01-photomaker-v2-basic.json).")
         if "LoadImage" not in object_info:
             raise BatchInputError("--server: the server has no LoadImage node to read the uploaded photos.")
     if "identity" in people_kinds and not t.load_nodes:

@@ -26,7 +26,7 @@ from support import batch_env, workflow_env
 
 PEOPLE = {"alice": ["RED"], "bob": ["GREEN", "GREEN"]}
 PROMPTS = ["a photo of a man img", "a photo of a man img, smiling", "portrait of a man img, studio light"]
-WORKFLOW = workflow_env.REPO / "workflows" / "photomaker-rank-seeds.json"
+WORKFLOW = workflow_env.REPO / "workflows" / "06-photomaker-rank-seeds.json"
 
 
 def run_phase(root: Path, servers, seeds: list[int], steps: int, size: int) -> tuple[float, float]:

@@ -63,6 +63,29 @@ def small_widgets(latent: int, steps: int) -> dict:
             ("StackedIDFaceDetailer", "min_face_size"): 8}
 
 
+# Where each control model the workflows name comes from (the frontend offers these downloads).
+CONTROL_DOWNLOADS = {
+    CONTROLNET_NAME: "https://huggingface.co/thibaud/controlnet-openpose-sdxl-1.0/resolve/main/"
+                     "OpenPoseXL2.safetensors",
+    T2I_ADAPTER_NAME: "https://huggingface.co/TencentARC/t2i-adapter-openpose-sdxl-1.0/resolve/main/"
+                      "diffusion_pytorch_model.safetensors",
+    INSTANTID_CONTROLNET_NAME: "https://huggingface.co/InstantX/InstantID/resolve/main/ControlNetModel/"
+                               "diffusion_pytorch_model.safetensors",
+}
+
+
+def model_downloads() -> dict[str, dict]:
+    """Every public model file a workflow names -> the frontend's model metadata for it
+    ({name, url, directory}; directory = the ComfyUI model folder): the demo's downloads
+    (checkpoint, PhotoMaker files) and the control models. InsightFace's pack is a zip to unpack
+    by hand, not a file the frontend can fetch, so it is not here."""
+    out = {name: {"name": name, "url": dl.url, "directory": folder}
+           for (folder, name), dl in demo_module().DOWNLOADS.items() if not dl.archive}
+    out.update({name: {"name": name, "url": url, "directory": "controlnet"}
+                for name, url in CONTROL_DOWNLOADS.items()})
+    return out
+
+
 def demo_module():
     """scripts/demo.py as a module (cheap: no torch or ComfyUI import at module level)."""
     name = "_pm_script_demo"
