@@ -89,9 +89,11 @@ class StackedIDFaceDetailer(io.ComfyNode):
             outputs=[
                 io.Image.Output("detailed_images", display_name="images",
                                 tooltip="The images with the matched faces detailed."),
-                io.Mask.Output("face_masks", tooltip="Per image, the paste weights of the detailed faces."),
-                io.String.Output("report", tooltip="JSON: per face its box, what was done, the identity it "
-                                                   "was given and Face Sim. before/after."),
+                io.Mask.Output("face_masks", display_name="face_masks",
+                               tooltip="Per image, the paste weights of the detailed faces."),
+                io.String.Output("report", display_name="report",
+                                 tooltip="JSON: per face its box, what was done, the identity it "
+                                         "was given and Face Sim. before/after."),
             ],
         )
 
