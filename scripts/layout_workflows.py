@@ -94,6 +94,25 @@ LAYOUTS = {
         [("3. Prompt", [[6, 11]])],
         [("4. Face keypoints -> ControlNet", [[7, 8, 10]])],
         [(f"5. {GENERATE}", [[12, 13, 14, 15]])]],
+    "25-photomaker-face-detailer": [
+        [(MODELS, [[1, 2, 3]]), ("2. Your photo -> identity", [[4], [5]])],
+        [("3. The identity's prompt", [[6, 7]])],
+        [("4. The picture to fix -> Face Detailer", [[8, 9], [10, 11]])]],
+    "26-photomaker-img2img": [
+        [(MODELS, [[1, 2, 3]]), ("2. Your photo -> identity", [[4], [5]])],
+        [("3. Prompt", [[6, 7]])],
+        [("4. Start picture -> latent", [[8, 9, 10]])],
+        [(f"5. {GENERATE}", [[11, 12, 13]])]],
+    "27-photomaker-inpaint": [
+        [(MODELS, [[1, 2, 3]]), ("2. Your photo -> identity", [[4], [5]])],
+        [("3. Prompt", [[6, 7]])],
+        [("4. Picture + mask -> latent", [[8, 9, 10]])],
+        [(f"5. {GENERATE}", [[11, 12, 13]])]],
+    "28-photomaker-full-body": [
+        [(MODELS, [[1, 2, 3]]), ("2. Your photo -> identity", [[4], [5]])],
+        [("3. Prompt", [[6, 7]])],
+        [(f"4. {GENERATE} (small face)", [[8, 9, 10, 11]])],
+        [("5. Face Detailer", [[12, 13]])]],
 }
 
 

@@ -29,6 +29,7 @@ OUTPUT_LABELS = {
     "StackedIDApplyBatch": ["conditioning", "text_only", "latent", "batch_size"],
     "StackedIDFaceSimilarity": ["ranked", "top_k", "scores_json", "best_score", "report", "preview"],
     "StackedIDFaceKeypoints": ["keypoints", "report"],
+    "StackedIDFaceDetailer": ["images", "face_masks", "report"],
 }
 
 
