@@ -70,9 +70,10 @@ def photo_upload_name(person: Person, path: Path, digest: str) -> str:
 
 
 def parse_scores(report: str) -> list[float | None]:
-    """Per-image Face Sim. scores (input order) from the Face Similarity node's report text."""
+    """Per-image Face Sim. scores (input order) from the Face Similarity node's report text, whose
+    lines number the images from 1 ("#1  image 3: 0.4210")."""
     found = {int(i): (None if s == "no face" else float(s)) for i, s in SCORE_LINE.findall(report or "")}
-    return [found.get(i) for i in range(max(found) + 1)] if found else []
+    return [found.get(i) for i in range(1, max(found) + 1)] if found else []
 
 
 def execution_error(entry: dict) -> str:
