@@ -16,7 +16,7 @@ if str(REPO_ROOT) not in sys.path:
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 # pm_env and friends (tiny PhotoMaker files, fake InsightFace, input photos) for host tests.
-pytest_plugins = ["graph_fixtures", "reliability_summary"]
+pytest_plugins = ["graph_fixtures", "reliability_summary", "support.workflow_run"]
 
 
 

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.workflow_run import LATENT, WORKFLOWS, saved_images, tiny_api
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 EXPECTED = ["01-photomaker-v2-basic.json", "02-photomaker-v1-basic.json", "07-photomaker-identity-mixing.json",
             "08-photomaker-two-people.json", "04-photomaker-stylization.json", "05-photomaker-save-identity.json",
             "03-photomaker-v2-multi-photo.json", "09-photomaker-controlnet.json"]
@@ -293,52 +293,7 @@ def test_unpack_insightface_pack(tmp_path):
 
 # ------------------------------------------------------------------- through the real engine
 
-LATENT, STEPS = 64, 2
-# Input photos under every LoadImage name (shared with test_ui.py): tests/support/workflow_env.py.
-
-
-@pytest.fixture(scope="module")
-def wf_env(comfy_host, tmp_path_factory):
-    """Tiny random stand-ins for every model the workflows name (the demo's --synthetic set, written
-    to a tmp folder registered with folder_paths), synthetic face photos under the LoadImage names,
-    one executor for the module (the checkpoint loads once)."""
-    import folder_paths
-    import torch
-    from support import tiny_sdxl, workflow_env
-
-    tiny_sdxl.register_tiny_model_config()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors; immune to OpenMP stalls on a shared 2-core machine
-    root = tmp_path_factory.mktemp("wf-models")
-    demo.build_synthetic_models(root)
-    demo.register_synthetic(folder_paths, root)
-    workflow_env.install_tiny_controlnet(folder_paths, root)
-    identities = root / "photomaker_identities"
-    identities.mkdir()
-    folder_paths.add_model_folder_path("photomaker_identities", str(identities), is_default=True)
-    workflow_env.write_photos(folder_paths.get_input_directory(), WORKFLOWS)
-    replacements = dict(demo.SYNTHETIC_NAMES)
-    replacements.update(workflow_env.small_widgets(LATENT, STEPS))
-    yield {"replacements": replacements, "identities": identities, "executor": comfy_host.make_executor()}
-    torch.set_num_threads(threads)
-
-
-def _api(path, env, workflow=None):
-    api = wapi.ui_to_api(workflow or json.loads(path.read_text()))
-    return wapi.substitute(api, env["replacements"])
-
-
-def _saved(outputs, api):
-    import folder_paths
-    from PIL import Image
-
-    out = []
-    for nid, node in api.items():
-        if node["class_type"] == "SaveImage":
-            for f in outputs[nid]["images"]:
-                p = os.path.join(folder_paths.get_output_directory(), f.get("subfolder", ""), f["filename"])
-                out.append(np.asarray(Image.open(p)))
-    return out
+# wf_env (tiny models, photos, one executor), tiny_api and saved_images: tests/support/workflow_run.py.
 
 
 @pytest.mark.host
@@ -364,7 +319,7 @@ def test_workflow_validates(comfy_host, wf_env, path):
 
     import execution
 
-    api = _api(path, wf_env)
+    api = tiny_api(path, wf_env)
     ok, err, outputs, node_errors = asyncio.run(execution.validate_prompt("wf", api, None))[:4]
     assert ok, (err, node_errors)
     assert outputs
@@ -374,9 +329,9 @@ def test_workflow_validates(comfy_host, wf_env, path):
 @pytest.mark.parametrize("path", [p for p in WORKFLOWS if "save-identity" not in p.name],
                          ids=_ids([p for p in WORKFLOWS if "save-identity" not in p.name]))
 def test_workflow_runs(comfy_host, wf_env, path):
-    api = _api(path, wf_env)
+    api = tiny_api(path, wf_env)
     _, outputs = comfy_host.run_graph(api, executor=wf_env["executor"], prompt_id=path.stem)
-    images = _saved(outputs, api)
+    images = saved_images(outputs, api)
     assert images, "no SaveImage output"
     for img in images:
         assert img.shape == (LATENT, LATENT, 3) and img.std() > 0
@@ -389,7 +344,7 @@ def test_save_identity_workflow_then_reuse(comfy_host, wf_env):
     path = REPO / "workflows" / "05-photomaker-save-identity.json"
     wf = json.loads(path.read_text())
     before = set(os.listdir(wf_env["identities"]))
-    api = _api(path, wf_env)
+    api = tiny_api(path, wf_env)
     assert "StackedIDLoad" not in {n["class_type"] for n in api.values()}  # muted until the file exists
     comfy_host.run_graph(api, executor=wf_env["executor"], prompt_id="save")
     saved = sorted(set(os.listdir(wf_env["identities"])) - before)
@@ -398,12 +353,12 @@ def test_save_identity_workflow_then_reuse(comfy_host, wf_env):
     for n in wf["nodes"]:
         if n["type"] not in FRONTEND_ONLY:
             n["mode"] = 0 if n["mode"] == 2 else 2
-    api = _api(path, wf_env, workflow=wf)
+    api = tiny_api(path, wf_env, workflow=wf)
     api = wapi.substitute(api, {("StackedIDLoad", "identity_file"): saved[0]})
     assert {n["class_type"] for n in api.values()} >= {"StackedIDLoad", "KSampler", "SaveImage"}
     assert "StackedIDEncode" not in {n["class_type"] for n in api.values()}
     _, outputs = comfy_host.run_graph(api, executor=wf_env["executor"], prompt_id="reuse")
-    (img,) = _saved(outputs, api)
+    (img,) = saved_images(outputs, api)
     assert img.shape == (LATENT, LATENT, 3)
 
 
@@ -426,12 +381,12 @@ def test_face_detailer_workflow_changes_only_the_face(comfy_host, wf_env):
     from photomaker_core.detailer import crop_box
 
     path = REPO / "workflows" / "25-photomaker-face-detailer.json"
-    api = _api(path, wf_env)
+    api = tiny_api(path, wf_env)
     det = next(nid for nid, n in api.items() if n["class_type"] == "StackedIDFaceDetailer")
     api["input_copy"] = {"class_type": "SaveImage",
                          "inputs": {"images": api[det]["inputs"]["images"], "filename_prefix": "wf25_input"}}
     _, outputs = comfy_host.run_graph(api, executor=wf_env["executor"], prompt_id="detailer")
-    detailed, source = _saved(outputs, api)  # the workflow's SaveImage, then the copy added here
+    detailed, source = saved_images(outputs, api)  # the workflow's SaveImage, then the copy added here
     red = (source[..., 0] > 160) & (source[..., 1] < 96) & (source[..., 2] < 96)
     ys, xs = np.nonzero(red)
     assert ys.size, "the scaled picture should still show the (red) face"
@@ -524,7 +479,7 @@ def test_controlnet_workflow_gives_the_controlnet_the_text_only_prompt(comfy_hos
                 if n["type"] == "CLIPTextEncodeControlnet":
                     n["mode"] = 4
         seen["unet"].clear(), seen["control"].clear()
-        api = _api(path, wf_env, workflow=wf)
+        api = tiny_api(path, wf_env, workflow=wf)
         comfy_host.run_graph(api, executor=comfy_host.make_executor(), prompt_id="cn-" + variant[:3])
         assert seen["control"], "the ControlNet never ran"
         results[variant] = distinct(seen["unet"]), distinct(seen["control"])
@@ -553,7 +508,7 @@ def test_regions_workflow_gives_each_person_one_half(comfy_host, wf_env):
     import torch
 
     path = REPO / "workflows" / "20-photomaker-two-people-regions.json"
-    api = _api(path, wf_env)
+    api = tiny_api(path, wf_env)
     apply_id, apply = _only(api, "StackedIDApply")
     _, ks = _only(api, "KSampler")
     assert ks["inputs"]["positive"] == [apply_id, 0]
@@ -562,7 +517,7 @@ def test_regions_workflow_gives_each_person_one_half(comfy_host, wf_env):
     assert bool((left[..., :half] == 1).all()) and bool((left[..., half:] == 0).all())
     assert torch.equal(left + right, torch.ones_like(left))
     _, outputs = comfy_host.run_graph(api, executor=wf_env["executor"], prompt_id="regions-wf")
-    (img,) = _saved(outputs, api)
+    (img,) = saved_images(outputs, api)
     assert img.shape == (LATENT, LATENT, 3) and img.std() > 0
 
 
@@ -574,7 +529,7 @@ def test_pose_t2i_adapter_workflow_uses_the_reference_setting(comfy_host, wf_env
     import comfy.controlnet
 
     path = REPO / "workflows" / "21-photomaker-pose-t2i-adapter.json"
-    api = _api(path, wf_env)
+    api = tiny_api(path, wf_env)
     cn_id, cn = _only(api, "ControlNetApplyAdvanced")
     apply_id, _ = _only(api, "StackedIDApply")
     assert cn["inputs"]["positive"] == [apply_id, 0]
@@ -585,7 +540,7 @@ def test_pose_t2i_adapter_workflow_uses_the_reference_setting(comfy_host, wf_env
     for strength in (0.8, 0.0):
         api[cn_id]["inputs"]["strength"] = strength
         _, outputs = comfy_host.run_graph(api, executor=wf_env["executor"], prompt_id=f"t2i-{strength}")
-        (images[strength],) = _saved(outputs, api)
+        (images[strength],) = saved_images(outputs, api)
     assert np.abs(images[0.8].astype(np.float32) - images[0.0].astype(np.float32)).max() > 0
 
 
@@ -593,14 +548,14 @@ def test_pose_t2i_adapter_workflow_uses_the_reference_setting(comfy_host, wf_env
 def test_keypoints_controlnet_workflow_draws_the_id_photo_keypoints(comfy_host, wf_env):
     """22-photomaker-keypoints-controlnet.json: Face Keypoints takes the ID photo (the same Load Image
     as Encode Identity) and its InstantID-style drawing is the ControlNet's hint image."""
-    api = _api(path := REPO / "workflows" / "22-photomaker-keypoints-controlnet.json", wf_env)
+    api = tiny_api(path := REPO / "workflows" / "22-photomaker-keypoints-controlnet.json", wf_env)
     kp_id, kp = _only(api, "StackedIDFaceKeypoints")
     _, enc = _only(api, "StackedIDEncode")
     _, cn = _only(api, "ControlNetApplyAdvanced")
     assert cn["inputs"]["image"] == [kp_id, 0] and kp["inputs"]["images"] == enc["inputs"]["images"]
     assert kp["inputs"]["style"] == "instantid"
     _, outputs = comfy_host.run_graph(api, executor=wf_env["executor"], prompt_id=path.stem)
-    (img,) = _saved(outputs, api)
+    (img,) = saved_images(outputs, api)
     assert img.shape == (LATENT, LATENT, 3) and img.std() > 0
 
 
