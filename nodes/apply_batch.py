@@ -7,47 +7,23 @@ through `comfy.utils.repeat_to_batch_size(cond, latent_batch)` (comfy/conds.py),
 whose batch equals the latent batch as is, tiles one whose batch divides it (latent i then gets
 identity i mod B) and silently truncates one that is larger, so the latent batch is checked here.
 
-Equal T across the batch: identities with different image counts (or V1 vs V2 token counts) expand
-the class word a different number of times, and a prompt that crosses the 77-token boundary then
-needs more 77-token chunks for one identity than for another. One batched tensor needs one T, so
-each item's conditioning is repeated along the token axis up to the least common multiple of the
-chunk counts (T_common = lcm(T_i)). Repeating every key/value of cross-attention the same number of
-times leaves softmax attention unchanged (numerator and denominator scale alike), so each batch item
-samples exactly as PhotoMaker Apply with that identity alone would; this is also what ComfyUI itself
-does when it concatenates conds of different lengths (CONDCrossAttn.concat). Padding the shorter
-items with chunks of the text-only prompt (or empty chunks) would instead add extra keys and change
-what the fused rows contribute; re-chunking all items to the longest layout is not possible without
-moving tokens between chunks, which changes CLIP's encoding.
+Equal T across the batch: items whose prompts need different numbers of 77-token chunks are
+repeated along the token axis to a common length (attention-invariant; photomaker_core.conditioning
+`align_tokens` says why). Padding the shorter items with chunks of the text-only prompt (or empty
+chunks) would instead add extra keys and change what the fused rows contribute; re-chunking all
+items to the longest layout is not possible without moving tokens between chunks, which changes
+CLIP's encoding.
 """
 from __future__ import annotations
 
-import logging
-import math
-
-import torch
-
 from comfy_api.latest import io
 
-from .conditioning import Binding, encode_id_prompt, fuse_bindings, schedule, tokenize_prompt
+from ..photomaker_core.conditioning import batch_schedule
+from .conditioning import Binding, encode_id_prompt, fuse_bindings, tokenize_prompt
 from .host import NodeInputError
 from .types import CATEGORY, Encoder, Identity
 
-log = logging.getLogger("photomaker_stackedid")
-
 MAX_IDENTITIES = 4
-
-
-def align_tokens(conds: list[torch.Tensor]) -> list[torch.Tensor]:
-    """[1, T_i, C] tensors -> the same tensors repeated along T to lcm(T_i) (attention-invariant)."""
-    common = math.lcm(*[int(c.shape[1]) for c in conds])
-    out = []
-    for c in conds:
-        reps = common // int(c.shape[1])
-        if reps > 4:
-            log.warning("PhotoMaker Apply per Batch Item: conditioning repeated %dx along the tokens to "
-                        "align prompt lengths (%d tokens); shorten the prompt to save compute", reps, common)
-        out.append(c.repeat(1, reps, 1) if reps > 1 else c)
-    return out
 
 
 def build_batch_conditioning(node: str, clip, encoder, identities: list[tuple[str, object]], text: str,
@@ -64,13 +40,7 @@ def build_batch_conditioning(node: str, clip, encoder, identities: list[tuple[st
         id_cond, pooled = encode_id_prompt(clip, id_tokens, text_tokens, (text_cond, text_pooled))
         fused_rows.append(fuse_bindings(node, encoder, bindings, id_cond, positions, identity_strength))
         id_pooled.append(pooled)
-    b = len(identities)
-    fused = torch.cat(align_tokens(fused_rows))
-    pooled = torch.cat(id_pooled)
-    text_b = text_cond.expand(b, -1, -1).clone()
-    text_pooled_b = text_pooled.expand(b, -1).clone()
-    text_only = [[text_b, {"pooled_output": text_pooled_b}]]
-    return schedule(text_b, text_pooled_b, fused, pooled, style_strength), text_only
+    return batch_schedule(text_cond, text_pooled, fused_rows, id_pooled, style_strength)
 
 
 class StackedIDApplyBatch(io.ComfyNode):

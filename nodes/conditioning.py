@@ -1,10 +1,5 @@
-"""The conditioning merge: prompt -> text-only and ID-fused SDXL conditionings.
-
-Schedule mapping: the reference switches from the text-only to the ID prompt after step
-start_merge_step = int(style_strength * steps) (steps 0..start_merge_step inclusive are text-only).
-Here the two conditionings carry start/end percents [0, s] and [s, 1], which every ComfyUI sampler
-honours; with Euler/normal and 50 steps, s = 0.2 switches within one step of the reference.
-"""
+"""The conditioning merge: prompt -> text-only and ID-fused SDXL conditionings. This module drives
+the host's tokenizer and CLIP; the schedule and the row gathering are photomaker_core.conditioning."""
 from __future__ import annotations
 
 import weakref
@@ -12,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..photomaker_core import conditioning as cond_maths
 from ..photomaker_core.errors import PhotoMakerError
 from ..photomaker_core.tokens import (
     Trigger,
@@ -64,8 +60,8 @@ def build_conditioning(node: str, clip, encoder, bindings: list[Binding], text: 
     id_cond, id_pooled = encode_id_prompt(clip, id_tokens, text_tokens, (text_cond, text_pooled))
     fused = fuse_bindings(node, encoder, bindings, id_cond, positions, identity_strength)
 
-    text_only = [[text_cond, {"pooled_output": text_pooled}]]
-    return schedule(text_cond, text_pooled, fused, id_pooled, style_strength), text_only
+    text_only = cond_maths.plain(text_cond, text_pooled)
+    return cond_maths.schedule(text_cond, text_pooled, fused, id_pooled, style_strength), text_only
 
 
 def encode_id_prompt(clip, id_tokens: dict, text_tokens: dict, text_encoding: tuple):
@@ -132,13 +128,11 @@ def fuse_bindings(node: str, encoder, bindings: list[Binding], id_cond, position
     if not torch.isfinite(id_cond).all():
         raise NodeInputError(node, "text", "the prompt's weights make the CLIP output NaN or infinite (e.g. "
                                            "(word:1e39), (word:inf)): use ordinary weights such as (word:1.2)")
-    rows, id_rows, weights = [], [], []
-    for b in bindings:
-        rows += positions[b.trigger]
-        id_rows.append(b.identity.flat_tokens())
-        weights.append(b.identity.flat_weights() * float(identity_strength))
+    rows, tokens, weights = cond_maths.gather_rows(
+        [(positions[b.trigger], b.identity.flat_tokens(), b.identity.flat_weights()) for b in bindings],
+        identity_strength)
     try:
-        fused = encoder.fuse(id_cond, rows, torch.cat(id_rows), torch.cat(weights))
+        fused = encoder.fuse(id_cond, rows, tokens, weights)
     except PhotoMakerError as e:
         raise NodeInputError(node, _failing_identity(encoder, bindings, id_cond, positions), str(e)) from e
     if not torch.isfinite(fused).all():
@@ -156,16 +150,6 @@ def _failing_identity(encoder, bindings: list[Binding], id_cond, positions) -> s
         except PhotoMakerError:
             return b.input_name
     return bindings[-1].input_name
-
-
-def schedule(text_cond, text_pooled, id_cond, id_pooled, style_strength: float) -> list:
-    s = min(max(float(style_strength), 0.0), 1.0)
-    entries = []
-    if s > 0.0:
-        entries.append([text_cond, {"pooled_output": text_pooled, "start_percent": 0.0, "end_percent": s}])
-    if s < 1.0:
-        entries.append([id_cond, {"pooled_output": id_pooled, "start_percent": s, "end_percent": 1.0}])
-    return entries
 
 
 def _check_bindings(node: str, encoder, bindings: list[Binding]) -> None:

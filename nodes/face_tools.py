@@ -91,16 +91,9 @@ class StackedIDFaceSimilarity(io.ComfyNode):
                                  "reference_images", str(e)) from e
 
         k = max(1, min(int(top_k), n))
-        order = torch.tensor(result.order, dtype=torch.long, device=images.device)
-        ranked = images.index_select(0, order)
+        ranked = result.reorder(images)
         top = ranked[:k]
-        labels, good = [], []
-        for r, i in enumerate(result.order, 1):
-            s = result.scores[i]
-            labels.append(f"#{r} img {i + 1}: " + ("no face" if s is None else f"{s:.3f}"))
-            good.append(False if s is None else (r <= k))
-        sheet = similarity.score_sheet(images.index_select(0, order).cpu(), labels,
-                                       boxes=[boxes[i] for i in result.order], good=good)
+        sheet = similarity.ranking_sheet(result, images, boxes, k)
         report = result.report(top_k=k)
         log.info("%s:\n%s", node, report)
         ui_out = {"text": [report]}
@@ -134,4 +127,4 @@ class StackedIDFaceSimilarity(io.ComfyNode):
                                      f"no face found in any of the {reference_images.shape[0]} reference images: "
                                      f"use photos where the face is clearly visible.")
             rows.append(found)
-        return torch.cat(rows)
+        return similarity.join_rows(rows)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
-import comfy.model_management as mm
 import comfy.utils
 from comfy_api.latest import io
 
 from ..photomaker_core import keypoints
-from ..photomaker_core.faces import to_uint8_rgb
+from ..photomaker_core.face_pipeline import keypoint_images
 from .face_tools import _check_images
+from .progress import progress_callback
 from .types import CATEGORY, FaceAnalysis
 
 log = logging.getLogger("photomaker_stackedid")
@@ -52,18 +50,13 @@ class StackedIDFaceKeypoints(io.ComfyNode):
     @classmethod
     def execute(cls, face_analysis, images, style="instantid", face_select="largest") -> io.NodeOutput:
         _check_images(cls.NAME, "images", images)
-        n, h, w = (int(s) for s in images.shape[:3])
-        pbar = comfy.utils.ProgressBar(n)
-        drawn, lines = [], []
-        for i in range(n):
-            mm.throw_exception_if_processing_interrupted()
-            face = face_analysis.detect(to_uint8_rgb(images[i]), select=face_select)
-            faces = [] if face is None else [face.kps]
-            drawn.append(torch.from_numpy(keypoints.draw_keypoints(faces, h, w, style)))
-            lines.append(f"image {i + 1}: " + ("no face (black image)" if face is None else  # 1-based
-                                               " ".join(f"({x:.1f},{y:.1f})" for x, y in face.kps)))
-            if face is None:
+        n = int(images.shape[0])
+        result = keypoint_images(face_analysis, images, style, face_select,
+                                 progress_callback(comfy.utils.ProgressBar(n)))
+        lines = []
+        for i, kps in enumerate(result.keypoints):
+            lines.append(f"image {i + 1}: " + ("no face (black image)" if kps is None else  # 1-based
+                                               " ".join(f"({x:.1f},{y:.1f})" for x, y in kps)))
+            if kps is None:
                 log.warning("%s: no face in image %d of %d, its control image is black", cls.NAME, i + 1, n)
-            pbar.update(1)
-        out = torch.stack(drawn).to(torch.float32) / 255.0
-        return io.NodeOutput(out, "\n".join(lines))
+        return io.NodeOutput(result.images, "\n".join(lines))

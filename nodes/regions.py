@@ -41,15 +41,8 @@ def build_regional_conditioning(node: str, clip, encoder, bindings: list[Binding
         id_cond, id_pooled = encode_id_prompt(clip, id_tokens, text_tokens, encoded)
         identity_conds.append((fuse_bindings(node, encoder, [b], id_cond, positions, identity_strength), id_pooled))
     text_cond, text_pooled = encoded
-    s = min(max(float(style_strength), 0.0), 1.0)
-
-    def timed(cond, pooled, start, end):
-        return [[cond, {"pooled_output": pooled, "start_percent": start, "end_percent": end}]]
-
     try:
-        masked = regions.regional(timed(text_cond, text_pooled, s, 1.0),
-                                  [(timed(c, p, s, 1.0), m) for (c, p), m in zip(identity_conds, masks)])
+        scheduled = regions.regional_schedule(text_cond, text_pooled, identity_conds, masks, style_strength)
     except regions.MaskError as e:
         raise NodeInputError(node, mask_input(bindings[e.index]), str(e)) from e
-    head = timed(text_cond, text_pooled, 0.0, s) if s > 0.0 else []
-    return head + (masked if s < 1.0 else []), [[text_cond, {"pooled_output": text_pooled}]]
+    return scheduled, regions.plain(text_cond, text_pooled)

@@ -14,6 +14,7 @@ import torch
 
 from .errors import PhotoMakerError
 from .faces import Face, draw_box, rgb_to_uint8
+from .keypoints import draw_keypoints
 from .preprocess import clip_preprocess, to_rgb
 
 # (done, total) after each image and once with done = 0 before the first: the node moves its
@@ -154,3 +155,23 @@ def reference_rows(analyzer, images: torch.Tensor, progress: Progress | None = N
     rows = [arcface_row(f) for f in faces if f is not None]
     missing = [i for i, f in enumerate(faces) if f is None]
     return (torch.stack(rows) if rows else None), missing
+
+
+@dataclass
+class KeypointImages:
+    """Control images [N, H, W, 3] float 0..1 (black where no face) and, per image, the five
+    keypoints found ([5, 2] array) or None."""
+
+    images: torch.Tensor
+    keypoints: list
+
+
+def keypoint_images(analyzer, images: torch.Tensor, style: str, select: str = "largest",
+                    progress: Progress | None = None) -> KeypointImages:
+    """Each image's selected face ("largest" box or best "score") drawn as a keypoint control image
+    the size of the input (photomaker_core.keypoints styles)."""
+    h, w = (int(s) for s in images.shape[1:3])
+    rule = "best score" if select == "score" else select
+    found = [faces[0].kps if faces else None for faces in detect_batch(analyzer, images, rule, progress)]
+    drawn = [torch.from_numpy(draw_keypoints([] if kps is None else [kps], h, w, style)) for kps in found]
+    return KeypointImages(images=torch.stack(drawn).to(torch.float32) / 255.0, keypoints=found)

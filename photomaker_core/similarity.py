@@ -105,6 +105,20 @@ class Ranking:
         """JSON list of the scores in input order (-1.0 = no face), rounded to 6 places."""
         return json.dumps([round(v, 6) for v in self.numeric])
 
+    def reorder(self, images: torch.Tensor) -> torch.Tensor:
+        """The image batch [N, ...] in ranked order (a new tensor)."""
+        return images.index_select(0, torch.tensor(self.order, dtype=torch.long, device=images.device))
+
+    def sheet_labels(self, k: int) -> tuple[list[str], list[bool]]:
+        """Per ranked image: its label ('#rank img position: score', 1-based) and whether it is
+        among the kept top k with a face (drawn green)."""
+        labels, good = [], []
+        for r, i in enumerate(self.order, 1):
+            s = self.scores[i]
+            labels.append(f"#{r} img {i + 1}: " + ("no face" if s is None else f"{s:.3f}"))
+            good.append(False if s is None else (r <= k))
+        return labels, good
+
     def report(self, top_k: int | None = None) -> str:
         n = len(self.scores)
         faces = sum(s is not None for s in self.scores)
@@ -128,6 +142,11 @@ def rank_embeddings(generated: Sequence, reference_rows) -> Ranking:
     ref = reference_embedding(ref_rows)
     scores = score_embeddings(generated, ref)
     return Ranking(scores=scores, order=rank(scores), reference_faces=int(ref_rows.shape[0]))
+
+
+def join_rows(rows: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Reference rows from several sources ([K_i, 512] each) as one [sum K_i, 512] tensor."""
+    return torch.cat(list(rows))
 
 
 # ---- drawing ------------------------------------------------------------------------------------
@@ -184,3 +203,10 @@ def score_sheet(images: torch.Tensor, labels: Sequence[str], boxes: Sequence | N
         draw.text((cx + 4, cy + thumb + 2), str(labels[i]), fill=colour, font=font)
     out = torch.from_numpy(np.asarray(sheet, dtype=np.float32) / 255.0)
     return out.unsqueeze(0)
+
+
+def ranking_sheet(ranking: Ranking, images: torch.Tensor, boxes: Sequence, k: int) -> torch.Tensor:
+    """`score_sheet` of a ranking: thumbnails best-first with their labels, face boxes (input
+    order in `boxes`) and the top k with a face marked."""
+    labels, good = ranking.sheet_labels(k)
+    return score_sheet(ranking.reorder(images).cpu(), labels, boxes=[boxes[i] for i in ranking.order], good=good)
