@@ -98,7 +98,7 @@ def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str
     id_triggers = [_trigger(node, sd_tok, b, b.identity.num_tokens if only in (None, b.trigger) else 1)
                    for b in bindings]
     seen = {}
-    for b, t in zip(bindings, id_triggers):  # "img" and "IMG" too: the tokenizer lowercases
+    for b, t in zip(bindings, id_triggers, strict=True):  # "img" and "IMG" too: the tokenizer lowercases
         if t.ids in seen:
             raise NodeInputError(node, b.trigger_input, f"{b.trigger!r} is the same word as {seen[t.ids]!r} to the "
                                                         "tokenizer: the two identities need different trigger words "

@@ -20,7 +20,7 @@ def region_masks(node: str, bindings: list[Binding], mask, mask_2):
     masks = [mask, mask_2][:len(bindings)]
     if all(m is None for m in masks):
         return None
-    for b, m in zip(bindings, masks):
+    for b, m in zip(bindings, masks, strict=False):
         if m is None:
             raise NodeInputError(node, mask_input(b), f"with regions, every identity needs its own mask: connect "
                                                       f"{mask_input(b)} for {b.input_name} (or disconnect the "

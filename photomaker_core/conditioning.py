@@ -103,7 +103,7 @@ def regional(base: list, regions: Sequence[tuple[list, torch.Tensor]]) -> list:
     masks = [check_mask(mask, i) for i, (_, mask) in enumerate(regions)]
     rest = outside_mask(masks)
     out = []
-    for (cond, _), mask in zip(regions, masks):
+    for (cond, _), mask in zip(regions, masks, strict=True):
         out += set_mask(cond, mask)
     if bool((rest > 0).any()):
         out += set_mask(base, rest)

@@ -89,5 +89,5 @@ def _draw_instantid(canvas: np.ndarray, kps: np.ndarray) -> None:
         fill_ellipse_between(limbs, kps[a], kps[b], INSTANTID_LIMB_HALF_WIDTH, INSTANTID_COLORS[a])
     drawn = limbs.any(axis=-1)
     canvas[drawn] = (limbs[drawn] * INSTANTID_LIMB_BRIGHTNESS).astype(np.uint8)
-    for point, color in zip(kps, INSTANTID_COLORS):
+    for point, color in zip(kps, INSTANTID_COLORS, strict=False):
         fill_disc(canvas, point, INSTANTID_POINT_RADIUS, color)

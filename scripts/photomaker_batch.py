@@ -85,7 +85,7 @@ class Batch:
         self.todo = [j for j in self.jobs if j.key not in done]
         # Last, as the only step that writes anything (a copy of an identity file on a local server).
         to_place = {j.person.name: j.person for j in self.todo if j.person and j.person.kind == "identity"}
-        for s, object_info in zip(self.servers, object_infos):
+        for s, object_info in zip(self.servers, object_infos, strict=True):
             for person in to_place.values():
                 s.identities[person.name] = servers.place_identity(s.comfy, object_info, person)
 
