@@ -141,8 +141,8 @@ class StackedIDFaceDetailer(io.ComfyNode):
             if arcface is None:
                 raise NodeInputError(cls.NAME, f"identity_{k}",
                                      "this identity carries no ArcFace face embeddings, so faces cannot be "
-                                     "matched to it. Connect a PhotoMaker InsightFace Loader to face_analysis "
-                                     "of PhotoMaker Encode Identity and encode again.")
+                                     "matched to it. Connect a PhotoMaker InsightFace Loader to "
+                                     "face_analysis of PhotoMaker Encode Identity and encode again.")
             positives.append(positive)
             rows.append(arcface)
         if not positives:
