@@ -33,7 +33,8 @@ class StackedIDFaceKeypoints(io.ComfyNode):
                 FaceAnalysis.Input("face_analysis",
                                    tooltip="From PhotoMaker InsightFace Loader (buffalo_l)."),
                 io.Image.Input("images",
-                               tooltip="Photos to take the face pose from (a batch: one control image each)."),
+                               tooltip="Photos to take the face pose from (a batch: one control image "
+                                       "each)."),
                 io.Combo.Input("style", options=list(keypoints.STYLES), default="instantid",
                                tooltip="instantid: coloured limbs from eyes and mouth corners to the nose "
                                        "and coloured dots, as InstantID's keypoint ControlNet expects. "
