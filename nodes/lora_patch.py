@@ -47,4 +47,5 @@ def _check_shapes(model, normalized: dict, key_map: dict, modules: set, node: st
     if bad:
         raise NodeInputError(node, "photomaker_file",
                              f"PhotoMaker's LoRA does not fit {len(bad)} layer(s) of this SDXL MODEL "
-                             f"(e.g. {bad[0]}): the file is damaged. Download the official PhotoMaker file again.")
+                             f"(e.g. {bad[0]}): the file is damaged. Download the official PhotoMaker "
+                             f"file again.")
