@@ -205,7 +205,8 @@ def analyse(api: dict, object_info: Mapping, people_kinds: set[str], seed_count:
                       if k in n["inputs"] and not is_link(n["inputs"][k])]
     if seed_count > 1 and not t.seed_targets:
         raise BatchInputError("--seeds: the workflow has no node with a seed or noise_seed widget "
-                              "(a KSampler), so several seeds would give the same image. Use --seeds 1 or add a sampler.")
+                              "(a KSampler), so several seeds would give the same image. Use --seeds 1 or "
+                              "add a sampler.")
     t.encode_nodes = _of_type(api, ENCODE_TYPE)
     t.load_nodes = _of_type(api, LOAD_TYPE)
     t.face_sim_nodes = _of_type(api, FACE_SIM_TYPE)
