@@ -25,21 +25,24 @@ class StackedIDApply(io.ComfyNode):
             inputs=[
                 io.Clip.Input("clip", tooltip="The SDXL CLIP."),
                 Encoder.Input("encoder", tooltip="From PhotoMaker Loader."),
-                Identity.Input("identity", tooltip="From Encode Identity, Stack Identities or Load Identity."),
+                Identity.Input("identity",
+                               tooltip="From Encode Identity, Stack Identities or Load Identity."),
                 io.String.Input("text", multiline=True, dynamic_prompts=True,
                                 default="a photo of a man img, portrait, natural light",
                                 tooltip="The prompt. Put the trigger word right after the class word "
                                         "(man, woman, girl, boy, person...)."),
                 io.String.Input("trigger_word", default="img",
-                                tooltip="Marks the class word the identity binds to (whole word, case-insensitive)."),
+                                tooltip="Marks the class word the identity binds to "
+                                        "(whole word, case-insensitive)."),
                 io.Float.Input("style_strength", default=0.2, min=0.0, max=1.0, step=0.01,
-                               tooltip="Share of the sampling schedule that uses the text-only prompt before the "
-                                       "identity takes over (reference: 20 %). Higher = more stylisation, less "
-                                       "likeness."),
+                               tooltip="Share of the sampling schedule that uses the text-only prompt "
+                                       "before the identity takes over (reference: 20 %). Higher = more "
+                                       "stylisation, less likeness."),
                 io.Float.Input("identity_strength", default=1.0, min=0.0, max=2.0, step=0.05,
                                tooltip="Blend of the fused class-word rows: 1 = reference, 0 = plain text."),
                 Identity.Input("identity_2", optional=True,
-                               tooltip="A second person, bound to trigger_word_2 ('a man img and a woman img2')."),
+                               tooltip="A second person, bound to trigger_word_2 "
+                                       "('a man img and a woman img2')."),
                 io.String.Input("trigger_word_2", default="img2", optional=True,
                                 tooltip="Trigger word of identity_2."),
                 io.Mask.Input("mask", optional=True,
@@ -64,7 +67,8 @@ class StackedIDApply(io.ComfyNode):
                 mask_2=None) -> io.NodeOutput:
         bindings = [Binding(trigger_word.strip(), identity, "identity")]
         if identity_2 is not None:
-            bindings.append(Binding((trigger_word_2 or "").strip(), identity_2, "identity_2", "trigger_word_2"))
+            bindings.append(Binding((trigger_word_2 or "").strip(), identity_2, "identity_2",
+                                    "trigger_word_2"))
         masks = region_masks(cls.NAME, bindings, mask, mask_2)
         if masks is None:
             cond, text_only = build_conditioning(cls.NAME, clip, encoder, bindings, text, style_strength,
@@ -88,7 +92,8 @@ class StackedIDStyle(io.ComfyNode):
                 io.Combo.Input("style", options=styles.STYLE_NAMES, default=styles.DEFAULT_STYLE,
                                tooltip="Style template."),
                 io.String.Input("positive", multiline=True, dynamic_prompts=True,
-                                default="a photo of a man img", tooltip="Your prompt, with the trigger word."),
+                                default="a photo of a man img",
+                                tooltip="Your prompt, with the trigger word."),
                 io.String.Input("negative", multiline=True, dynamic_prompts=True, default="",
                                 tooltip="Your negative prompt (the style's negative is appended)."),
             ],

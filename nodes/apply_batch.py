@@ -69,8 +69,8 @@ class StackedIDApplyBatch(io.ComfyNode):
                 *ids[:1],
                 io.String.Input("text", multiline=True, dynamic_prompts=True,
                                 default="a photo of a person img, portrait, natural light",
-                                tooltip="The prompt template shared by every batch item. Put the trigger word "
-                                        "right after the class word (person, man, woman...)."),
+                                tooltip="The prompt template shared by every batch item. Put the trigger "
+                                        "word right after the class word (person, man, woman...)."),
                 io.String.Input("trigger_word", default="img",
                                 tooltip="Marks the class word each identity binds to (whole word, "
                                         "case-insensitive)."),
@@ -115,9 +115,12 @@ class StackedIDApplyBatch(io.ComfyNode):
         batch = int(samples.shape[0])
         if batch < n or batch % n:
             raise NodeInputError(cls.NAME, "latent",
-                                 f"the latent batch has {batch} item(s) but {n} identit{'y is' if n == 1 else 'ies are'} "
-                                 f"connected: set Empty Latent Image's batch_size to {n} (or a multiple of {n}; "
+                                 f"the latent batch has {batch} item(s) but {n} "
+                                 f"identit{'y is' if n == 1 else 'ies are'} "
+                                 f"connected: set Empty Latent Image's batch_size to {n} "
+                                 f"(or a multiple of {n}; "
                                  f"the identities then repeat in order).")
         cond, text_only = build_batch_conditioning(cls.NAME, clip, encoder, identities, text,
-                                                   (trigger_word or "").strip(), style_strength, identity_strength)
+                                                   (trigger_word or "").strip(), style_strength,
+                                                   identity_strength)
         return io.NodeOutput(cond, text_only, latent, n)

@@ -93,16 +93,18 @@ def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str
     try:
         tokens = clip.tokenize(text, return_word_ids=True)
     except Exception as e:  # the host's tokenizer, e.g. IndexError on a bare trailing "embedding:"
-        raise NodeInputError(node, "text", f"ComfyUI's tokenizer failed on this prompt ({type(e).__name__}: {e}); "
-                                           f"check its embedding: names and brackets") from e
+        raise NodeInputError(node, "text",
+                             f"ComfyUI's tokenizer failed on this prompt ({type(e).__name__}: {e}); "
+                             f"check its embedding: names and brackets") from e
     id_triggers = [_trigger(node, sd_tok, b, b.identity.num_tokens if only in (None, b.trigger) else 1)
                    for b in bindings]
     seen = {}
-    for b, t in zip(bindings, id_triggers):  # "img" and "IMG" too: the tokenizer lowercases
+    for b, t in zip(bindings, id_triggers, strict=True):  # "img" and "IMG" too: the tokenizer lowercases
         if t.ids in seen:
-            raise NodeInputError(node, b.trigger_input, f"{b.trigger!r} is the same word as {seen[t.ids]!r} to the "
-                                                        "tokenizer: the two identities need different trigger words "
-                                                        "(e.g. 'img' and 'img2')")
+            raise NodeInputError(node, b.trigger_input,
+                                 f"{b.trigger!r} is the same word as {seen[t.ids]!r} to the "
+                                 "tokenizer: the two identities need different trigger words "
+                                 "(e.g. 'img' and 'img2')")
         seen[t.ids] = b.trigger
     text_triggers = [Trigger(t.name, t.ids, 1) for t in id_triggers]
     layout = host_layout(lambda skeleton: clip.tokenize(skeleton, return_word_ids=True))
@@ -126,8 +128,9 @@ def fuse_bindings(node: str, encoder, bindings: list[Binding], id_cond, position
     """The expanded prompt's encoding with each binding's class-word rows fused with its ID tokens
     (a new tensor)."""
     if not torch.isfinite(id_cond).all():
-        raise NodeInputError(node, "text", "the prompt's weights make the CLIP output NaN or infinite (e.g. "
-                                           "(word:1e39), (word:inf)): use ordinary weights such as (word:1.2)")
+        raise NodeInputError(node, "text",
+                             "the prompt's weights make the CLIP output NaN or infinite (e.g. "
+                             "(word:1e39), (word:inf)): use ordinary weights such as (word:1.2)")
     rows, tokens, weights = cond_maths.gather_rows(
         [(positions[b.trigger], b.identity.flat_tokens(), b.identity.flat_weights()) for b in bindings],
         identity_strength)
@@ -136,9 +139,10 @@ def fuse_bindings(node: str, encoder, bindings: list[Binding], id_cond, position
     except PhotoMakerError as e:
         raise NodeInputError(node, _failing_identity(encoder, bindings, id_cond, positions), str(e)) from e
     if not torch.isfinite(fused).all():
-        raise NodeInputError(node, "text", "fusing the identity gave NaN or infinite values: a prompt weight is "
-                                           "extreme (e.g. (man:1e30) on the class word); use ordinary weights "
-                                           "such as (word:1.2)")
+        raise NodeInputError(node, "text",
+                             "fusing the identity gave NaN or infinite values: a prompt weight is "
+                             "extreme (e.g. (man:1e30) on the class word); use ordinary weights "
+                             "such as (word:1.2)")
     return fused
 
 
@@ -159,9 +163,10 @@ def _check_bindings(node: str, encoder, bindings: list[Binding]) -> None:
             raise NodeInputError(node, b.trigger_input, f"{b.trigger!r} is not a trigger word: use one word "
                                                         "without spaces, e.g. 'img'")
         if b.identity.num_tokens < 1:  # a hand-made identity; saved ones with no image are refused at load
-            raise NodeInputError(node, b.input_name, "this identity holds no images: encode at least one photo")
+            raise NodeInputError(node, b.input_name,
+                                 "this identity holds no images: encode at least one photo")
         if b.identity.version != encoder.version:
             raise NodeInputError(node, b.input_name,
-                                 f"this identity was encoded with PhotoMaker {b.identity.version.upper()} but "
-                                 f"the encoder is {encoder.version.upper()}: use the same PhotoMaker file for "
-                                 f"Encode Identity and Apply.")
+                                 f"this identity was encoded with PhotoMaker {b.identity.version.upper()} "
+                                 f"but the encoder is {encoder.version.upper()}: use the same PhotoMaker "
+                                 f"file for Encode Identity and Apply.")

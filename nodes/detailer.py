@@ -35,8 +35,8 @@ def _pair_inputs() -> list:
                                          tooltip=f"The PhotoMaker Apply output made with identity_{k}: faces "
                                                  f"matched to identity_{k} are re-sampled with it."))
         ins.append(Identity.Input(f"identity_{k}", optional=k > 1,
-                                  tooltip=f"Identity {k} (encoded with face_analysis connected, so it carries "
-                                          f"ArcFace embeddings): faces are matched to it."))
+                                  tooltip=f"Identity {k} (encoded with face_analysis connected, so it "
+                                          f"carries ArcFace embeddings): faces are matched to it."))
     return ins
 
 
@@ -55,7 +55,8 @@ class StackedIDFaceDetailer(io.ComfyNode):
                         "they were. Best for small or distant faces (full-body shots).",
             inputs=[
                 io.Image.Input("images", tooltip="The images to detail (a batch)."),
-                io.Model.Input("model", tooltip="The model from PhotoMaker Loader (with the PhotoMaker LoRA)."),
+                io.Model.Input("model",
+                               tooltip="The model from PhotoMaker Loader (with the PhotoMaker LoRA)."),
                 io.Vae.Input("vae", tooltip="The SDXL VAE."),
                 FaceAnalysis.Input("face_analysis", tooltip="From PhotoMaker InsightFace Loader."),
                 io.Conditioning.Input("negative", tooltip="Negative prompt, shared by every face."),
@@ -78,11 +79,12 @@ class StackedIDFaceDetailer(io.ComfyNode):
                 io.Int.Input("working_size", default=1024, min=64, max=4096, step=8,
                              tooltip="Square size each crop is re-sampled at (SDXL: 1024)."),
                 io.Int.Input("min_face_size", default=32, min=0, max=4096,
-                             tooltip="Faces narrower or shorter than this (pixels) are skipped and reported."),
+                             tooltip="Faces narrower or shorter than this (pixels) are skipped and "
+                                     "reported."),
                 io.Float.Input("match_threshold", default=0.15, min=-1.0, max=1.0, step=0.01,
-                               tooltip="Face Sim. a face needs with its best identity to be detailed; faces "
-                                       "below it are left alone (bystanders: different people score about 0 to "
-                                       "0.15). -1 details every face."),
+                               tooltip="Face Sim. a face needs with its best identity to be detailed; "
+                                       "faces below it are left alone (bystanders: different people score "
+                                       "about 0 to 0.15). -1 details every face."),
                 io.Int.Input("feather", default=16, min=0, max=512,
                              tooltip="Width in pixels of the soft edge of the paste mask."),
             ],
@@ -105,13 +107,16 @@ class StackedIDFaceDetailer(io.ComfyNode):
             raise NodeInputError(cls.NAME, "images", "expected a non-empty IMAGE batch")
         positives, references = cls._pairs(pairs)
         settings = core.DetailSettings(padding=crop_padding, working_size=working_size,
-                                       min_face_size=min_face_size, threshold=match_threshold, feather=feather)
+                                       min_face_size=min_face_size, threshold=match_threshold,
+                                       feather=feather)
         rgb = to_rgb(images)  # a copy: the cached input is never written
-        found = detect_batch(face_analysis, rgb, "all", progress_callback(comfy.utils.ProgressBar(rgb.shape[0])))
+        found = detect_batch(face_analysis, rgb, "all",
+                             progress_callback(comfy.utils.ProgressBar(rgb.shape[0])))
 
         def resample(pixels, target, ordinal):
-            return cls._resample(pixels, model, vae, positives[target], negative, (seed + ordinal) % (SEED_MAX + 1),
-                                 steps, cfg, sampler_name, scheduler, denoise)
+            return cls._resample(pixels, model, vae, positives[target], negative,
+                                 (seed + ordinal) % (SEED_MAX + 1), steps, cfg, sampler_name, scheduler,
+                                 denoise)
 
         result = core.detail_batch(rgb, found, references, resample, settings, analyzer=face_analysis,
                                    progress=progress_callback(comfy.utils.ProgressBar(1), take_total=True))
@@ -130,18 +135,19 @@ class StackedIDFaceDetailer(io.ComfyNode):
             if positive is None or identity is None:
                 missing = "positive" if positive is None else "identity"
                 raise NodeInputError(cls.NAME, f"{missing}_{k}",
-                                     f"identity_{k} and positive_{k} come as a pair: connect the Apply output "
-                                     f"made with identity_{k} to positive_{k}, or disconnect both.")
+                                     f"identity_{k} and positive_{k} come as a pair: connect the Apply "
+                                     f"output made with identity_{k} to positive_{k}, or disconnect both.")
             arcface = getattr(identity, "arcface", None)
             if arcface is None:
                 raise NodeInputError(cls.NAME, f"identity_{k}",
-                                     "this identity carries no ArcFace face embeddings, so faces cannot be matched "
-                                     "to it. Connect a PhotoMaker InsightFace Loader to face_analysis of "
-                                     "PhotoMaker Encode Identity and encode again.")
+                                     "this identity carries no ArcFace face embeddings, so faces cannot be "
+                                     "matched to it. Connect a PhotoMaker InsightFace Loader to "
+                                     "face_analysis of PhotoMaker Encode Identity and encode again.")
             positives.append(positive)
             rows.append(arcface)
         if not positives:
-            raise NodeInputError(cls.NAME, "identity_1", "connect at least one identity with its positive prompt")
+            raise NodeInputError(cls.NAME, "identity_1",
+                                 "connect at least one identity with its positive prompt")
         return positives, core.identity_references(rows)
 
     @staticmethod
@@ -150,8 +156,9 @@ class StackedIDFaceDetailer(io.ComfyNode):
         loads the models under its memory manager and checks Cancel), VAE decode."""
         latent = vae.encode(pixels[None, ..., :3])
         noise = comfy.sample.prepare_noise(latent, seed)
-        samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
-                                      denoise=denoise, callback=_interrupt_check, disable_pbar=True, seed=seed)
+        samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative,
+                                      latent, denoise=denoise, callback=_interrupt_check, disable_pbar=True,
+                                      seed=seed)
         return vae.decode(samples)[0].to(pixels)
 
 

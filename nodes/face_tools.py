@@ -37,15 +37,19 @@ class StackedIDFaceSimilarity(io.ComfyNode):
                         "PhotoMaker paper's Face Sim.), and ranks the batch best-first. 1.0 = the same face; "
                         "images without a face score -1 and are ranked last. Shows the scored thumbnails.",
             inputs=[
-                FaceAnalysis.Input("face_analysis", tooltip="From PhotoMaker InsightFace Loader (buffalo_l)."),
-                io.Image.Input("images", tooltip="The generated images to score (a batch, e.g. several seeds)."),
+                FaceAnalysis.Input("face_analysis",
+                                   tooltip="From PhotoMaker InsightFace Loader (buffalo_l)."),
+                io.Image.Input("images",
+                               tooltip="The generated images to score (a batch, e.g. several seeds)."),
                 Identity.Input("reference_identity", optional=True,
-                               tooltip="The person, as an IDENTITY from Encode Identity (with face_analysis "
-                                       "connected there), Stack Identities or Load Identity: its stored ArcFace "
-                                       "embeddings are the reference. Connect this or reference_images."),
+                               tooltip="The person, as an IDENTITY from Encode Identity (with "
+                                       "face_analysis connected there), Stack Identities or Load Identity: "
+                                       "its stored ArcFace embeddings are the reference. Connect this or "
+                                       "reference_images."),
                 io.Image.Input("reference_images", optional=True,
-                               tooltip="Photos of the person (a batch); their faces are detected here. Connect "
-                                       "this or reference_identity (with both, all their faces are used)."),
+                               tooltip="Photos of the person (a batch); their faces are detected here. "
+                                       "Connect this or reference_identity (with both, all their faces are "
+                                       "used)."),
                 io.Int.Input("top_k", default=2, min=1, max=4096,
                              tooltip="How many of the best images the top_k output keeps."),
             ],
@@ -101,7 +105,8 @@ class StackedIDFaceSimilarity(io.ComfyNode):
             ui_out.update(ui.PreviewImage(sheet).as_dict())
         except Exception as e:  # a preview that can't be written (read-only temp dir) is not fatal
             log.warning("%s: could not write the preview (%s)", node, e)
-        return io.NodeOutput(ranked, top, result.to_json(), float(result.best_score), report, sheet, ui=ui_out)
+        return io.NodeOutput(ranked, top, result.to_json(), float(result.best_score), report, sheet,
+                             ui=ui_out)
 
     @classmethod
     def _reference_rows(cls, face_analysis, reference_identity, reference_images) -> torch.Tensor:
@@ -111,10 +116,10 @@ class StackedIDFaceSimilarity(io.ComfyNode):
             arc = getattr(reference_identity, "arcface", None)
             if arc is None:
                 raise NodeInputError(node, "reference_identity",
-                                     "this identity carries no ArcFace face embeddings (a PhotoMaker V1 identity "
-                                     "encoded without face analysis). Connect a PhotoMaker InsightFace Loader to "
-                                     "face_analysis of PhotoMaker Encode Identity and encode again, or connect "
-                                     "the photos to reference_images instead.")
+                                     "this identity carries no ArcFace face embeddings (a PhotoMaker V1 "
+                                     "identity encoded without face analysis). Connect a PhotoMaker "
+                                     "InsightFace Loader to face_analysis of PhotoMaker Encode Identity and "
+                                     "encode again, or connect the photos to reference_images instead.")
             rows.append(arc.detach().float().cpu())
         if reference_images is not None:
             _check_images(node, "reference_images", reference_images)
@@ -124,7 +129,7 @@ class StackedIDFaceSimilarity(io.ComfyNode):
                 log.warning("%s: no face in reference image %d, left out", node, i)
             if found is None:
                 raise NodeInputError(node, "reference_images",
-                                     f"no face found in any of the {reference_images.shape[0]} reference images: "
-                                     f"use photos where the face is clearly visible.")
+                                     f"no face found in any of the {reference_images.shape[0]} reference "
+                                     f"images: use photos where the face is clearly visible.")
             rows.append(found)
         return similarity.join_rows(rows)

@@ -134,7 +134,8 @@ class ManagedEncoder:
                                              None if arcface is None else arcface.to(device, dtype))
         return out.to(mm.intermediate_device(), torch.float32)
 
-    def fuse(self, cond: torch.Tensor, positions, tokens: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def fuse(self, cond: torch.Tensor, positions, tokens: torch.Tensor,
+             weights: torch.Tensor) -> torch.Tensor:
         dtype = self._load()
         device = self.load_device
         with torch.inference_mode():

@@ -45,8 +45,8 @@ class StackedIDEncode(io.ComfyNode):
                 io.Combo.Input("face_select", options=["best score", "largest"], default="best score",
                                tooltip="Which face to use when an image has several."),
                 io.Boolean.Input("crop_to_face", default=False,
-                                 tooltip="Crop the CLIP input around the detected face (off = the reference's "
-                                         "whole-image behaviour)."),
+                                 tooltip="Crop the CLIP input around the detected face (off = the "
+                                         "reference's whole-image behaviour)."),
             ],
             outputs=[
                 Identity.Output("identity", display_name="identity",
@@ -63,16 +63,19 @@ class StackedIDEncode(io.ComfyNode):
         if images is None or images.ndim != 4 or images.shape[0] == 0:
             raise host.NodeInputError(cls.NAME, "images", "expected a non-empty IMAGE batch")
         if images.shape[1] == 0 or images.shape[2] == 0 or images.shape[3] not in (1, 3, 4):
-            raise host.NodeInputError(cls.NAME, "images", f"got an IMAGE of shape {list(images.shape)}: images need "
-                                      f"a height and width of at least 1 pixel and 1, 3 or 4 channels. Connect "
-                                      f"a photo (Load Image).")
+            raise host.NodeInputError(cls.NAME, "images",
+                                      f"got an IMAGE of shape {list(images.shape)}: images need "
+                                      f"a height and width of at least 1 pixel and 1, 3 or 4 channels. "
+                                      f"Connect a photo (Load Image).")
         if encoder.version == "v2" and face_analysis is None:
             raise host.NodeInputError(cls.NAME, "face_analysis",
                                       "PhotoMaker V2 needs face embeddings: connect a PhotoMaker InsightFace "
                                       "Loader (buffalo_l) to face_analysis.")
         if crop_to_face and face_analysis is None:
-            raise host.NodeInputError(cls.NAME, "crop_to_face", "cropping to the face needs face_analysis connected")
-        pbar = comfy.utils.ProgressBar(images.shape[0] + 1, node_id=cls.hidden.unique_id if cls.hidden else None)
+            raise host.NodeInputError(cls.NAME, "crop_to_face",
+                                      "cropping to the face needs face_analysis connected")
+        pbar = comfy.utils.ProgressBar(images.shape[0] + 1,
+                                       node_id=cls.hidden.unique_id if cls.hidden else None)
         try:
             photos = prepare_id_photos(images, face_analysis, select=face_select, no_face=no_face,
                                        crop_to_face=crop_to_face, image_size=encoder.model.image_size,
@@ -198,8 +201,9 @@ class StackedIDLoad(io.ComfyNode):
         if encoder is not None:
             if encoder.version != identity.version:
                 raise host.NodeInputError(cls.NAME, "identity_file",
-                                          f"'{identity_file}' is a {identity.version.upper()} identity but the "
-                                          f"encoder is {encoder.version.upper()}: load the matching PhotoMaker file.")
+                                          f"'{identity_file}' is a {identity.version.upper()} identity but "
+                                          f"the encoder is {encoder.version.upper()}: load the matching "
+                                          f"PhotoMaker file.")
             made_with = identity.provenance.get("encoder_fingerprint")
             if made_with and made_with != encoder.fingerprint:
                 log.warning("%s: '%s' was made with another PhotoMaker file (%s) than the connected "

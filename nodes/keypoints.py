@@ -25,19 +25,23 @@ class StackedIDFaceKeypoints(io.ComfyNode):
             node_id="StackedIDFaceKeypoints",
             display_name="PhotoMaker Face Keypoints (Stacked ID)",
             category=CATEGORY,
-            description="Detects the face in each image (the ID photo or any picture) and draws its five keypoints "
-                        "(eyes, nose, mouth corners) on black, the size of the input: a control image for a "
-                        "keypoint ControlNet (InstantID style) or an OpenPose ControlNet / T2I-Adapter. An image "
-                        "without a face gives a black image and a line in the report.",
+            description="Detects the face in each image (the ID photo or any picture) and draws its five "
+                        "keypoints (eyes, nose, mouth corners) on black, the size of the input: a control "
+                        "image for a keypoint ControlNet (InstantID style) or an OpenPose ControlNet / "
+                        "T2I-Adapter. An image without a face gives a black image and a line in the report.",
             inputs=[
-                FaceAnalysis.Input("face_analysis", tooltip="From PhotoMaker InsightFace Loader (buffalo_l)."),
-                io.Image.Input("images", tooltip="Photos to take the face pose from (a batch: one control image each)."),
+                FaceAnalysis.Input("face_analysis",
+                                   tooltip="From PhotoMaker InsightFace Loader (buffalo_l)."),
+                io.Image.Input("images",
+                               tooltip="Photos to take the face pose from (a batch: one control image "
+                                       "each)."),
                 io.Combo.Input("style", options=list(keypoints.STYLES), default="instantid",
-                               tooltip="instantid: coloured limbs from eyes and mouth corners to the nose and "
-                                       "coloured dots, as InstantID's keypoint ControlNet expects. openpose_face: "
-                                       "white dots, as OpenPose face landmarks."),
+                               tooltip="instantid: coloured limbs from eyes and mouth corners to the nose "
+                                       "and coloured dots, as InstantID's keypoint ControlNet expects. "
+                                       "openpose_face: white dots, as OpenPose face landmarks."),
                 io.Combo.Input("face_select", options=["largest", "score"], default="largest",
-                               tooltip="With several faces: the largest box, or the highest detection score."),
+                               tooltip="With several faces: the largest box, or the highest detection "
+                                       "score."),
             ],
             outputs=[
                 io.Image.Output("keypoints", display_name="keypoints",

@@ -27,7 +27,8 @@ class StackedIDLoader(io.ComfyNode):
             description="Loads a PhotoMaker V1/V2 file (auto-detected): the ID encoder, and the file's "
                         "LoRA applied to the MODEL (a patched clone; the input MODEL is untouched).",
             inputs=[
-                io.Combo.Input("photomaker_file", options=folder_paths.get_filename_list(host.PHOTOMAKER_FOLDER),
+                io.Combo.Input("photomaker_file",
+                               options=folder_paths.get_filename_list(host.PHOTOMAKER_FOLDER),
                                tooltip="A PhotoMaker file from models/photomaker (photomaker-v1.bin, "
                                        "photomaker-v2.bin or a .safetensors conversion)."),
                 io.Model.Input("model", optional=True,
@@ -51,7 +52,8 @@ class StackedIDLoader(io.ComfyNode):
         if path is None:
             raise host.NodeInputError(cls.NAME, "photomaker_file",
                                       f"'{photomaker_file}' not found in models/photomaker "
-                                      f"({', '.join(folder_paths.get_folder_paths(host.PHOTOMAKER_FOLDER))}).")
+                                      f"({', '.join(folder_paths.get_folder_paths(host.PHOTOMAKER_FOLDER))})"
+                                      f".")
         if model is not None:
             host.require_sdxl_model(model, cls.NAME)
         stat = os.stat(path)
@@ -129,12 +131,14 @@ class StackedIDFaceAnalysisLoader(io.ComfyNode):
                         "models/insightface/models/<pack>. Needed by PhotoMaker V2 and the face tools.",
             inputs=[
                 io.Combo.Input("model_pack", options=insightface_pack_options(), default="buffalo_l",
-                               tooltip="buffalo_l is what PhotoMaker V2 was trained with; antelopev2 also works."),
+                               tooltip="buffalo_l is what PhotoMaker V2 was trained with; antelopev2 "
+                                       "also works."),
                 io.Combo.Input("provider", options=list(PROVIDERS), default="auto",
                                tooltip="onnxruntime execution provider; auto picks the best available "
                                        "(falls back to CPU)."),
                 io.Int.Input("det_size", default=640, min=128, max=1280, step=32,
-                             tooltip="Face detector input size; smaller sizes are tried when no face is found."),
+                             tooltip="Face detector input size; smaller sizes are tried when no face is "
+                                     "found."),
             ],
             outputs=[FaceAnalysis.Output("face_analysis", display_name="face_analysis",
                                          tooltip="Face detector + ArcFace recognizer.")],

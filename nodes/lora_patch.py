@@ -23,8 +23,8 @@ def apply_lora(model, lora_sd: dict, strength: float, node: str):
     modules = {k.rsplit(".lora_", 1)[0] for k in normalized if ".lora_" in k}
     if len(patches) != len(modules):
         raise NodeInputError(node, "model",
-                             f"PhotoMaker's LoRA matched {len(patches)} of {len(modules)} attention layers of "
-                             f"this MODEL: it is not a standard SDXL UNet. Use an SDXL checkpoint.")
+                             f"PhotoMaker's LoRA matched {len(patches)} of {len(modules)} attention layers "
+                             f"of this MODEL: it is not a standard SDXL UNet. Use an SDXL checkpoint.")
     _check_shapes(model, normalized, key_map, modules, node)
     out = model.clone()
     applied = out.add_patches(patches, strength)
@@ -46,5 +46,6 @@ def _check_shapes(model, normalized: dict, key_map: dict, modules: set, node: st
             bad.append(f"{name}: LoRA {tuple(up.shape)} x {tuple(down.shape)} vs layer {want}")
     if bad:
         raise NodeInputError(node, "photomaker_file",
-                             f"PhotoMaker's LoRA does not fit {len(bad)} layer(s) of this SDXL MODEL (e.g. {bad[0]}): "
-                             f"the file is damaged. Download the official PhotoMaker file again.")
+                             f"PhotoMaker's LoRA does not fit {len(bad)} layer(s) of this SDXL MODEL "
+                             f"(e.g. {bad[0]}): the file is damaged. Download the official PhotoMaker "
+                             f"file again.")

@@ -20,11 +20,12 @@ def region_masks(node: str, bindings: list[Binding], mask, mask_2):
     masks = [mask, mask_2][:len(bindings)]
     if all(m is None for m in masks):
         return None
-    for b, m in zip(bindings, masks):
+    for b, m in zip(bindings, masks, strict=False):
         if m is None:
-            raise NodeInputError(node, mask_input(b), f"with regions, every identity needs its own mask: connect "
-                                                      f"{mask_input(b)} for {b.input_name} (or disconnect the "
-                                                      f"other mask to use the whole picture)")
+            raise NodeInputError(node, mask_input(b),
+                                 f"with regions, every identity needs its own mask: connect "
+                                 f"{mask_input(b)} for {b.input_name} (or disconnect the "
+                                 f"other mask to use the whole picture)")
     return masks
 
 
@@ -35,11 +36,13 @@ def build_regional_conditioning(node: str, clip, encoder, bindings: list[Binding
     trigger removed as in the text-only prompt) inside its mask and the text-only prompt outside."""
     encoded, identity_conds = None, []
     for b in bindings:
-        id_tokens, text_tokens, positions = tokenize_prompt(node, clip, encoder, bindings, text, only=b.trigger)
+        id_tokens, text_tokens, positions = tokenize_prompt(node, clip, encoder, bindings, text,
+                                                            only=b.trigger)
         if encoded is None:
             encoded = clip.encode_from_tokens(text_tokens, return_pooled=True)
         id_cond, id_pooled = encode_id_prompt(clip, id_tokens, text_tokens, encoded)
-        identity_conds.append((fuse_bindings(node, encoder, [b], id_cond, positions, identity_strength), id_pooled))
+        identity_conds.append((fuse_bindings(node, encoder, [b], id_cond, positions, identity_strength),
+                               id_pooled))
     text_cond, text_pooled = encoded
     try:
         scheduled = regions.regional_schedule(text_cond, text_pooled, identity_conds, masks, style_strength)

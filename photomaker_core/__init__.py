@@ -11,7 +11,8 @@ Public API (stable):
 """
 from .encoder import EncoderConfig, PhotoMakerEncoder, build_encoder, fuse_rows, infer_config, load_photomaker
 from .errors import IdentityError, PhotoMakerError, PhotoMakerFileError
-from .loading import PhotoMakerWeights, detect_version, read_photomaker_file, read_state_dict, split_photomaker_state_dict
+from .loading import (PhotoMakerWeights, detect_version, read_photomaker_file, read_state_dict,
+                      split_photomaker_state_dict)
 from .preprocess import clip_preprocess
 
 __all__ = [

@@ -61,13 +61,15 @@ def set_mask(conditioning: list, mask: torch.Tensor, strength: float = 1.0,
              set_area_to_bounds: bool = False) -> list:
     """What ConditioningSetMask(conditioning, mask, strength, set_cond_area) returns."""
     mask = as_mask_batch(mask)
-    return [[t, {**d, "mask": mask, "set_area_to_bounds": bool(set_area_to_bounds), "mask_strength": strength}]
+    return [[t, {**d, "mask": mask, "set_area_to_bounds": bool(set_area_to_bounds),
+                  "mask_strength": strength}]
             for t, d in conditioning]
 
 
 def check_mask(mask: torch.Tensor, index: int) -> torch.Tensor:
     """The mask as [B, H, W] float, or MaskError saying what is wrong with it."""
-    if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3) or mask.shape[-1] == 0 or mask.shape[-2] == 0:
+    if (not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3)
+            or mask.shape[-1] == 0 or mask.shape[-2] == 0):
         shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise MaskError(index, f"expected a MASK of shape [H, W] or [B, H, W], got {shape}: connect a mask "
                                f"from Load Image, Solid Mask or Mask Composite")
@@ -80,7 +82,8 @@ def _resized(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The mask at size (H, W): bilinear, as the samplers scale masks to the latent."""
     if tuple(mask.shape[-2:]) == tuple(size):
         return mask
-    return F.interpolate(mask.unsqueeze(1).float(), size=size, mode="bilinear", align_corners=False).squeeze(1)
+    return F.interpolate(mask.unsqueeze(1).float(), size=size, mode="bilinear",
+                         align_corners=False).squeeze(1)
 
 
 def outside_mask(masks: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -103,7 +106,7 @@ def regional(base: list, regions: Sequence[tuple[list, torch.Tensor]]) -> list:
     masks = [check_mask(mask, i) for i, (_, mask) in enumerate(regions)]
     rest = outside_mask(masks)
     out = []
-    for (cond, _), mask in zip(regions, masks):
+    for (cond, _), mask in zip(regions, masks, strict=True):
         out += set_mask(cond, mask)
     if bool((rest > 0).any()):
         out += set_mask(base, rest)
@@ -167,7 +170,8 @@ def align_tokens(conds: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         reps = common // int(c.shape[1])
         if reps > REPEAT_WARNING:
             logger.warning("PhotoMaker Apply per Batch Item: conditioning repeated %dx along the tokens to "
-                           "align prompt lengths (%d tokens); shorten the prompt to save compute", reps, common)
+                           "align prompt lengths (%d tokens); shorten the prompt to save compute",
+                           reps, common)
         out.append(c.repeat(1, reps, 1) if reps > 1 else c)
     return out
 

@@ -67,7 +67,8 @@ def _detect_each(analyzer, rgb: torch.Tensor, select: str, progress: Progress | 
         progress(i + 1, n)
 
 
-def clip_crop_box(bbox, height: int, width: int, margin: float = CLIP_CROP_MARGIN) -> tuple[int, int, int, int]:
+def clip_crop_box(bbox, height: int, width: int,
+                  margin: float = CLIP_CROP_MARGIN) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of a square around a face box grown by `margin` per side, cut
     (not shifted) at the image border, at least one pixel."""
     x1, y1, x2, y2 = [float(v) for v in list(bbox)[:4]]

@@ -112,7 +112,7 @@ def _onnx_role(path: str) -> str | None:
         graph = onnx.load(path, load_external_data=False).graph
     except Exception as exc:  # a truncated download is common: report it as unreadable
         raise FaceAnalysisError(f"Cannot read ONNX model {path}: {exc}. The file is damaged or "
-                                f"incomplete; replace it. {_download_hint(os.path.dirname(path))}")
+                                f"incomplete; replace it. {_download_hint(os.path.dirname(path))}") from None
     # Old exports list initializers as graph inputs; onnxruntime (and insightface) ignore those.
     init_names = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in init_names]

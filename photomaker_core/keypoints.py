@@ -65,7 +65,8 @@ def openpose_radius(height: int, width: int) -> float:
     return max(1.0, 3.0 * max(height, width) / 512.0)
 
 
-def draw_keypoints(faces: Sequence[np.ndarray], height: int, width: int, style: str = "instantid") -> np.ndarray:
+def draw_keypoints(faces: Sequence[np.ndarray], height: int, width: int,
+                   style: str = "instantid") -> np.ndarray:
     """uint8 RGB [height, width, 3] control image: every face's five keypoints ([5, 2] arrays of
     (x, y) pixels) on black. No faces: an all-black image. Points outside the image are clipped."""
     if style not in STYLES:
@@ -89,5 +90,5 @@ def _draw_instantid(canvas: np.ndarray, kps: np.ndarray) -> None:
         fill_ellipse_between(limbs, kps[a], kps[b], INSTANTID_LIMB_HALF_WIDTH, INSTANTID_COLORS[a])
     drawn = limbs.any(axis=-1)
     canvas[drawn] = (limbs[drawn] * INSTANTID_LIMB_BRIGHTNESS).astype(np.uint8)
-    for point, color in zip(kps, INSTANTID_COLORS):
+    for point, color in zip(kps, INSTANTID_COLORS, strict=False):
         fill_disc(canvas, point, INSTANTID_POINT_RADIUS, color)

@@ -209,4 +209,5 @@ def ranking_sheet(ranking: Ranking, images: torch.Tensor, boxes: Sequence, k: in
     """`score_sheet` of a ranking: thumbnails best-first with their labels, face boxes (input
     order in `boxes`) and the top k with a face marked."""
     labels, good = ranking.sheet_labels(k)
-    return score_sheet(ranking.reorder(images).cpu(), labels, boxes=[boxes[i] for i in ranking.order], good=good)
+    return score_sheet(ranking.reorder(images).cpu(), labels, boxes=[boxes[i] for i in ranking.order],
+                       good=good)

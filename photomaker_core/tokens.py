@@ -294,7 +294,7 @@ def _find_occurrences(flat: Sequence[tuple], trigger: Trigger, spec: TokenizerSp
     found = []
     for start in range(len(flat) - width + 1):
         run = [slot[0] for slot in flat[start:start + width]]
-        if not all(is_token_id(tok) and tok == want for tok, want in zip(run, ids)):
+        if not all(is_token_id(tok) and tok == want for tok, want in zip(run, ids, strict=True)):
             continue
         if start == 0 or _ends_word(flat[start - 1][0], spec):
             found.append(start)
@@ -447,7 +447,7 @@ def _pour(skeleton: Sequence[Sequence[tuple]], spec: TokenizerSpec, slots: Seque
     chunks: list[list[tuple]] = []
     chunk_marks: list[list[Any]] = []
     used = 0
-    for chunk, span in zip(skeleton, spans):
+    for chunk, span in zip(skeleton, spans, strict=True):
         chunks.append(list(chunk[:span.start]) + list(slots[used:used + len(span)]) +
                       list(chunk[span.stop:]))
         chunk_marks.append([None] * span.start + list(marks[used:used + len(span)]) +

@@ -127,7 +127,8 @@ def prepare_folders(root: Path, base_directory: str | None):
             if default not in paths:
                 paths.append(default)
         else:
-            exts = {".safetensors"} if name == "photomaker_identities" else set(folder_paths.supported_pt_extensions)
+            exts = ({".safetensors"} if name == "photomaker_identities"
+                    else set(folder_paths.supported_pt_extensions))
             folder_paths.folder_names_and_paths[name] = ([default], exts)
     return folder_paths
 
@@ -187,8 +188,9 @@ def run_prompt(prompt: dict) -> dict:
     valid = asyncio.run(execution.validate_prompt("demo", prompt, None))
     ok, err, outputs, node_errors = valid[:4]
     if not ok:
-        details = "; ".join(f"node {k} ({v.get('class_type')}): " + ", ".join(e.get("details") or e.get("message", "")
-                                                                            for e in v.get("errors", []))
+        details = "; ".join(f"node {k} ({v.get('class_type')}): "
+                            + ", ".join(e.get("details") or e.get("message", "")
+                                        for e in v.get("errors", []))
                             for k, v in (node_errors or {}).items())
         raise DemoError(f"ComfyUI rejected the workflow: {err.get('message', err)} {details}")
     server = ConsoleServer(prompt)
@@ -349,7 +351,8 @@ def ensure_models(folder_paths, needed, allow_download: bool, mirror: str | None
 
 def missing_report(missing: list[dict], downloads_tried: bool) -> str:
     lines = ["", f"The demo needs {len(missing)} model file(s) that are not in ComfyUI's model folders"
-             + (" and could not be downloaded (no network, or the site is blocked):" if downloads_tried else ":"), ""]
+             + (" and could not be downloaded (no network, or the site is blocked):"
+                if downloads_tried else ":"), ""]
     for m in missing:
         src = m["source"]
         lines.append(f"  {m['name']}" + (f"  -  {src.what}, {src.size}" if src else ""))
@@ -362,11 +365,13 @@ def missing_report(missing: list[dict], downloads_tried: bool) -> str:
         if m["error"]:
             lines.append(f"      (download failed: {m['error']})")
     lines += ["",
-              "Then run `make demo` again (downloads resume from their .part files). Already have another SDXL",
+              "Then run `make demo` again (downloads resume from their .part files). "
+              "Already have another SDXL",
               "checkpoint? `make demo ARGS=\"--checkpoint NAME\"`; models elsewhere? `--base-directory DIR`",
               "(a ComfyUI folder with models/ inside).",
               "",
-              "No network? `make demo ARGS=--synthetic` checks the whole pipeline (same workflow, same nodes,",
+              "No network? `make demo ARGS=--synthetic` checks the whole pipeline "
+              "(same workflow, same nodes,",
               "the real engine) with tiny random weights: it needs no download; its image is noise.", ""]
     return "\n".join(lines)
 
@@ -495,7 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint", help="use this SDXL checkpoint from models/checkpoints instead of "
                                          "sd_xl_base_1.0.safetensors")
     ap.add_argument("--steps", type=int, help="sampling steps (default: the workflow's, 50)")
-    ap.add_argument("--size", type=parse_size, help="image size, e.g. 1024 or 1216x832 (default: the workflow's)")
+    ap.add_argument("--size", type=parse_size,
+                    help="image size, e.g. 1024 or 1216x832 (default: the workflow's)")
     ap.add_argument("--seed", type=int, help="sampler seed (default: the workflow's)")
     ap.add_argument("--base-directory", help="a ComfyUI base folder whose models/ to use (as ComfyUI's "
                                              "--base-directory)")
@@ -544,7 +550,8 @@ def main(argv=None) -> int:
         logging.getLogger().handlers[0].addFilter(
             lambda r: r.name.startswith("photomaker") or r.levelno >= logging.ERROR)
     t_start = time.time()
-    out = args.out or REPO / "output" / ("photomaker_demo_synthetic.png" if args.synthetic else "photomaker_demo.png")
+    out = args.out or REPO / "output" / ("photomaker_demo_synthetic.png" if args.synthetic
+                                         else "photomaker_demo.png")
     if args.synthetic:
         log.info("=" * 100 + "\n" + SYNTHETIC_BANNER + "\n" + "=" * 100)
         if args.photo:
@@ -562,7 +569,8 @@ def main(argv=None) -> int:
     folder_paths = prepare_folders(root, args.base_directory)
     log.info("ComfyUI host: %s", root)
     if not args.synthetic:
-        missing = ensure_models(folder_paths, required_models(workflow, replacements), args.download, args.mirror)
+        missing = ensure_models(folder_paths, required_models(workflow, replacements), args.download,
+                                args.mirror)
         if missing:
             print(missing_report(missing, args.download), file=sys.stderr)
             return EXIT_MISSING
@@ -607,12 +615,13 @@ def main(argv=None) -> int:
         prompt = substitute(prompt, replacements)
         ks = next((n["inputs"] for n in prompt.values() if n["class_type"] == "KSampler"), {})
         lat = next((n["inputs"] for n in prompt.values() if n["class_type"] == "EmptyLatentImage"), {})
-        text = next((n["inputs"].get("text") for n in prompt.values() if n["class_type"] == "StackedIDApply"), None)
+        text = next((n["inputs"].get("text") for n in prompt.values()
+                     if n["class_type"] == "StackedIDApply"), None)
         log.info("workflow: %s", args.workflow.name)
         if isinstance(text, str):
             log.info("prompt: %s", text)
-        log.info("%sx%s, %s steps, %s/%s, cfg %s, seed %s", lat.get("width"), lat.get("height"), ks.get("steps"),
-                 ks.get("sampler_name"), ks.get("scheduler"), ks.get("cfg"), ks.get("seed"))
+        log.info("%sx%s, %s steps, %s/%s, cfg %s, seed %s", lat.get("width"), lat.get("height"),
+                 ks.get("steps"), ks.get("sampler_name"), ks.get("scheduler"), ks.get("cfg"), ks.get("seed"))
         if device == "CPU" and not args.synthetic:
             log.info("note: SDXL on a CPU takes minutes per step at 1024x1024; for a quicker first look try "
                      "--steps 20 --size 768")
@@ -633,7 +642,8 @@ def main(argv=None) -> int:
             written.append(dest)
         log.info("run: %.1f s (engine), %.1f s in all", time.time() - t_run, time.time() - t_start)
         for dest in written:
-            log.info("wrote %s%s", dest, "  <- SYNTHETIC random-weight image (plumbing check)" if args.synthetic else "")
+            log.info("wrote %s%s", dest,
+                     "  <- SYNTHETIC random-weight image (plumbing check)" if args.synthetic else "")
         return 0
     except DemoError as e:
         log.error("demo failed: %s", e)

@@ -152,7 +152,7 @@ def layout(workflow: dict, plan, measured: dict) -> dict:
     nodes = {n["id"]: n for n in workflow["nodes"]}
     for nid, size in measured.items():
         if nid in nodes:
-            nodes[nid]["size"] = [max(a, b) for a, b in zip(nodes[nid]["size"], size)]
+            nodes[nid]["size"] = [max(a, b) for a, b in zip(nodes[nid]["size"], size, strict=False)]
     notes = [n for n in workflow["nodes"] if n["type"] in ("Note", "MarkdownNote")]
     placed = {nid for column in plan for _, cols in column for col in cols for nid in col}
     missing = set(nodes) - placed - {n["id"] for n in notes}

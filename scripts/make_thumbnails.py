@@ -76,8 +76,9 @@ def main(argv=None) -> int:
         return 1
     for name in names:
         dest = make_thumbnail(args.screenshots / f"{name}.png", args.workflows / f"{name}.jpg", args.size)
-        print(f"{dest.relative_to(args.workflows.parent) if dest.is_relative_to(args.workflows.parent) else dest}"
-              f": {dest.stat().st_size / 1000:.1f} KB")
+        shown = (dest.relative_to(args.workflows.parent) if dest.is_relative_to(args.workflows.parent)
+                 else dest)
+        print(f"{shown}: {dest.stat().st_size / 1000:.1f} KB")
     return 0
 
 

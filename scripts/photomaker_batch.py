@@ -37,9 +37,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workflow", required=True, help="UI-format (saved/exported) or API-format workflow JSON")
-    p.add_argument("--people", help="folder: one subfolder of photos per person, or saved identity .safetensors files")
+    p.add_argument("--people",
+                   help="folder: one subfolder of photos per person, or saved identity .safetensors files")
     p.add_argument("--prompts", required=True, help="text file, one prompt per line (with the trigger word)")
-    p.add_argument("--seeds", default="1", help="a count (4 = seeds 0..3), a range (1000-1003) or a list (7,42,1000); default 1")
+    p.add_argument("--seeds", default="1",
+                   help="a count (4 = seeds 0..3), a range (1000-1003) or a list (7,42,1000); default 1")
     p.add_argument("--server", action="append", required=True, help="ComfyUI URL; repeat for several servers")
     p.add_argument("--set", action="append", default=[], metavar="NODE.WIDGET=VALUE",
                    help="override a widget on every node with that title or type, e.g. KSampler.steps=20")
@@ -85,7 +87,7 @@ class Batch:
         self.todo = [j for j in self.jobs if j.key not in done]
         # Last, as the only step that writes anything (a copy of an identity file on a local server).
         to_place = {j.person.name: j.person for j in self.todo if j.person and j.person.kind == "identity"}
-        for s, object_info in zip(self.servers, object_infos):
+        for s, object_info in zip(self.servers, object_infos, strict=True):
             for person in to_place.values():
                 s.identities[person.name] = servers.place_identity(s.comfy, object_info, person)
 
@@ -98,8 +100,8 @@ def run(args: argparse.Namespace, stream=sys.stderr) -> int:
         return 2
     run_id = uuid.uuid4().hex[:8]
     print(f"photomaker_batch: {len(batch.jobs)} jobs ({len(batch.people) or 1} people x {len(batch.prompts)} "
-          f"prompts x {len(batch.seeds)} seeds), {len(batch.skipped)} already done, {len(batch.todo)} to run on "
-          f"{len(batch.servers)} server(s); run {run_id}", file=stream)
+          f"prompts x {len(batch.seeds)} seeds), {len(batch.skipped)} already done, {len(batch.todo)} to "
+          f"run on {len(batch.servers)} server(s); run {run_id}", file=stream)
     writer = manifest.Writer(batch.manifest_path)
     d = dispatch.Dispatcher(batch.servers, batch.todo, writer, batch.out, args.retries, run_id,
                             {"workflow": Path(args.workflow).name}, server_timeout=args.server_timeout,

@@ -200,7 +200,8 @@ def ui_to_api(workflow: Mapping, node_classes: Mapping | None = None) -> dict:
 
         node_classes = nodes.NODE_CLASS_MAPPINGS
     if not isinstance(workflow, Mapping) or "nodes" not in workflow:
-        raise WorkflowError("not a UI-format workflow (no 'nodes' list); API-format prompts need no conversion")
+        raise WorkflowError("not a UI-format workflow (no 'nodes' list); "
+                            "API-format prompts need no conversion")
     subgraphs = {s.get("id") for s in (workflow.get("definitions") or {}).get("subgraphs") or []}
     resolver = _Resolver(workflow)
     api: dict[str, dict] = {}
@@ -213,7 +214,8 @@ def ui_to_api(workflow: Mapping, node_classes: Mapping | None = None) -> dict:
                                 f"frontend (Convert to nodes) first")
         cls = node_classes.get(ntype)
         if cls is None:
-            raise WorkflowError(f"node {node_id}: unknown node type '{ntype}' (not installed in this ComfyUI)")
+            raise WorkflowError(f"node {node_id}: unknown node type '{ntype}' "
+                                f"(not installed in this ComfyUI)")
         inputs: dict[str, Any] = {}
         values = node.get("widgets_values")
         layout = widget_layout(cls)

@@ -35,7 +35,8 @@ class Comfy:
                 return r.read()
         except urllib.error.HTTPError as e:
             body = e.read().decode(errors="replace")[:2000]
-            raise ServerError(f"{self.url}: HTTP {e.code} for {getattr(req, 'full_url', req)}: {body}", e.code) from e
+            raise ServerError(f"{self.url}: HTTP {e.code} for {getattr(req, 'full_url', req)}: {body}",
+                              e.code) from e
         except (urllib.error.URLError, OSError) as e:
             raise ServerError(f"{self.url}: no answer ({getattr(e, 'reason', e)})") from e
 
@@ -65,7 +66,8 @@ class Comfy:
         parts = [(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
                   f"Content-Type: {ctype}\r\n\r\n").encode(), Path(path).read_bytes(), b"\r\n"]
         for field, value in (("overwrite", "true"), ("type", "input")):
-            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"\r\n\r\n{value}\r\n'.encode())
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; '
+                         f'name="{field}"\r\n\r\n{value}\r\n'.encode())
         parts.append(f"--{boundary}--\r\n".encode())
         req = urllib.request.Request(self.url + "/upload/image", data=b"".join(parts),
                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})

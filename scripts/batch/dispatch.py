@@ -79,7 +79,8 @@ def parse_scores(report: str) -> list[float | None]:
 def execution_error(entry: dict) -> str:
     for kind, data in (entry.get("status") or {}).get("messages") or []:
         if kind == "execution_error":
-            return f"{data.get('node_type')} (node {data.get('node_id')}): {data.get('exception_message', '').strip()}"
+            return (f"{data.get('node_type')} (node {data.get('node_id')}): "
+                    f"{data.get('exception_message', '').strip()}")
         if kind == "execution_interrupted":
             return "interrupted on the server"
     return f"status {(entry.get('status') or {}).get('status_str')}"
@@ -88,7 +89,8 @@ def execution_error(entry: dict) -> str:
 def execution_seconds(entry: dict) -> float | None:
     stamps = {k: d.get("timestamp") for k, d in (entry.get("status") or {}).get("messages") or []
               if isinstance(d, dict)}
-    start, end = stamps.get("execution_start"), stamps.get("execution_success") or stamps.get("execution_error")
+    start, end = (stamps.get("execution_start"),
+                  stamps.get("execution_success") or stamps.get("execution_error"))
     return round((end - start) / 1000.0, 3) if start and end else None
 
 
@@ -266,7 +268,8 @@ class Dispatcher:
         self.writer.append(record)
         self.failed.append(record)
         s.failed += 1
-        self.say(f"job {job.person_name} / '{job.prompt[:40]}' / seed {job.seed} failed {job.failures} times: {error}")
+        self.say(f"job {job.person_name} / '{job.prompt[:40]}' / seed {job.seed} failed {job.failures} "
+                 f"times: {error}")
 
     def _record(self, job: Job, status: str, s: Server, prompt_id: str | None, seconds: float | None) -> dict:
         return {"key": job.key, "status": status, "person": job.person_name, "prompt": job.prompt,

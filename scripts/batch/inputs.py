@@ -45,8 +45,8 @@ def load_people(folder: str | None) -> list[Person]:
         return []
     root = Path(folder)
     if not root.is_dir():
-        raise BatchInputError(f"--people {folder}: no such folder. Give a folder with one subfolder of photos "
-                              f"per person (or saved identity .safetensors files).")
+        raise BatchInputError(f"--people {folder}: no such folder. Give a folder with one subfolder of "
+                              f"photos per person (or saved identity .safetensors files).")
     people = []
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):
@@ -54,7 +54,8 @@ def load_people(folder: str | None) -> list[Person]:
         if entry.is_dir():
             photos = sorted(p for p in entry.iterdir() if p.suffix.lower() in PHOTO_EXTS and p.is_file())
             if not photos:
-                raise BatchInputError(f"--people: person folder {entry} has no photos ({', '.join(PHOTO_EXTS)}). "
+                raise BatchInputError(f"--people: person folder {entry} has no photos "
+                                      f"({', '.join(PHOTO_EXTS)}). "
                                       f"Add photos of the person or remove the folder.")
             for p in photos:
                 _check_photo(p)

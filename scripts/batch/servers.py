@@ -53,6 +53,7 @@ def place_identity(comfy: Comfy, object_info: dict, person: Person) -> str:
                     shutil.copyfile(person.identity, dest.with_suffix(".tmp"))
                     dest.with_suffix(".tmp").replace(dest)
                 return dest.name
-    raise BatchInputError(f"--people: {person.identity} cannot be placed on {comfy.url}: ComfyUI cannot upload "
-                          f"into model folders and that server is not on this machine. Copy the file into "
-                          f"models/{IDENTITY_FOLDER}/ on that server (same name), or give the person as photos.")
+    raise BatchInputError(f"--people: {person.identity} cannot be placed on {comfy.url}: ComfyUI cannot "
+                          f"upload into model folders and that server is not on this machine. Copy the file "
+                          f"into models/{IDENTITY_FOLDER}/ on that server (same name), or give the person as "
+                          f"photos.")

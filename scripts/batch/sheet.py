@@ -34,8 +34,10 @@ def _figure(rec: dict, out_dir: Path, has_scores: bool) -> str:
                 f'failed: {html.escape(str(rec.get("error") or ""))[:300]}</figcaption></figure>')
     parts = []
     for rel in rec.get("outputs") or []:
-        parts.append(f'<img src="{_data_uri(out_dir / rel)}" alt="{prompt} seed {seed}" data-file="{html.escape(rel)}">')
-    score = (f'<br><span class="score" data-score="{rec.get("score")}">Face Sim. {_score_text(rec.get("score"))}'
+        parts.append(f'<img src="{_data_uri(out_dir / rel)}" alt="{prompt} seed {seed}" '
+                     f'data-file="{html.escape(rel)}">')
+    score = (f'<br><span class="score" data-score="{rec.get("score")}">'
+             f'Face Sim. {_score_text(rec.get("score"))}'
              f'</span>') if has_scores else ""
     return (f'<figure data-key="{rec["key"]}">{"".join(parts)}<figcaption>{prompt}<br>seed {seed}{score}'
             f'</figcaption></figure>')
@@ -52,7 +54,8 @@ def write(records: list[dict], out_dir: Path, title: str, path: Path | None = No
     cols = max(1, len({r["seed"] for r in records}))
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p>{sum(r['status'] == 'done' for r in records)} of {len(records)} jobs done"
-            + (" &middot; Face Sim. = ArcFace cosine to the person's photos (1.0 = same face)" if has_scores else "")
+            + (" &middot; Face Sim. = ArcFace cosine to the person's photos (1.0 = same face)"
+               if has_scores else "")
             + "</p>"]
     for person, recs in people.items():
         body.append(f'<section data-person="{html.escape(person)}"><h2>{html.escape(person)}</h2>'

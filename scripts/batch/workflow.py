@@ -25,7 +25,8 @@ BATCH_NODE_PREFIX = "pmbatch"
 
 
 def is_link(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], int))
 
 
 def read_workflow(path: str) -> dict:
@@ -51,12 +52,13 @@ def to_api(workflow: Mapping, object_info: Mapping, where: str) -> dict:
             raise BatchInputError(f"--workflow: cannot convert it for {where}: {e}") from e
     api = {}
     for node_id, node in workflow.items():
-        if not isinstance(node, Mapping) or "class_type" not in node or not isinstance(node.get("inputs"), Mapping):
+        if (not isinstance(node, Mapping) or "class_type" not in node
+                or not isinstance(node.get("inputs"), Mapping)):
             raise BatchInputError(f"--workflow: entry '{node_id}' is neither a UI-format workflow nor an "
                                   f"API-format node (no class_type/inputs). Export it again from ComfyUI.")
         if node["class_type"] not in object_info:
-            raise BatchInputError(f"--workflow: node {node_id} is a '{node['class_type']}', which {where} does "
-                                  f"not have. Install that custom node on the server.")
+            raise BatchInputError(f"--workflow: node {node_id} is a '{node['class_type']}', which {where} "
+                                  f"does not have. Install that custom node on the server.")
         api[str(node_id)] = copy.deepcopy(dict(node))
     return api
 
@@ -182,9 +184,10 @@ def _text_target(api: Mapping, node_id: str) -> tuple[str, str]:
         name = next((k for k in TEXT_SOURCES if k in ins), None)
         if name is None:
             break
-    raise BatchInputError(f"--workflow: cannot find the prompt text of PhotoMaker Apply node {node_id}: its "
-                          f"'text' comes from a {api[nid]['class_type']} node without a text widget. Type the "
-                          f"prompt into the Apply node's text (or a PhotoMaker Style / text primitive node).")
+    raise BatchInputError(f"--workflow: cannot find the prompt text of PhotoMaker Apply node {node_id}: "
+                          f"its 'text' comes from a {api[nid]['class_type']} node without a text widget. "
+                          f"Type the prompt into the Apply node's text (or a PhotoMaker Style / text "
+                          f"primitive node).")
 
 
 def analyse(api: dict, object_info: Mapping, people_kinds: set[str], seed_count: int) -> Template:
@@ -193,31 +196,33 @@ def analyse(api: dict, object_info: Mapping, people_kinds: set[str], seed_count:
     apply_nodes = _of_type(api, *APPLY_TYPES)
     if not apply_nodes:
         raise BatchInputError("--workflow: it has no PhotoMaker Apply node (StackedIDApply or "
-                              "StackedIDApplyBatch), so the prompts have nowhere to go. Use one of the pack's "
-                              "workflows (workflows/*.json) or add PhotoMaker Apply to yours.")
+                              "StackedIDApplyBatch), so the prompts have nowhere to go. Use one of the "
+                              "pack's workflows (workflows/*.json) or add PhotoMaker Apply to yours.")
     t.prompt_targets = sorted({_text_target(api, nid) for nid in apply_nodes})
     t.triggers = sorted({api[nid]["inputs"]["trigger_word"].strip() for nid in apply_nodes
                          if isinstance(api[nid]["inputs"].get("trigger_word"), str)})
     t.seed_targets = [(nid, k) for nid, n in sorted(api.items()) for k in SEED_INPUTS
                       if k in n["inputs"] and not is_link(n["inputs"][k])]
     if seed_count > 1 and not t.seed_targets:
-        raise BatchInputError("--seeds: the workflow has no node with a seed or noise_seed widget (a KSampler), "
-                              "so several seeds would give the same image. Use --seeds 1 or add a sampler.")
+        raise BatchInputError("--seeds: the workflow has no node with a seed or noise_seed widget "
+                              "(a KSampler), so several seeds would give the same image. Use --seeds 1 or "
+                              "add a sampler.")
     t.encode_nodes = _of_type(api, ENCODE_TYPE)
     t.load_nodes = _of_type(api, LOAD_TYPE)
     t.face_sim_nodes = _of_type(api, FACE_SIM_TYPE)
     if "photos" in people_kinds:
         bad = [nid for nid in t.encode_nodes if "images" not in api[nid]["inputs"]]
         if not t.encode_nodes or bad:
-            raise BatchInputError("--people: people given as photo folders, but the workflow has no PhotoMaker "
-                                  "Encode Identity node (StackedIDEncode) with its images connected. Use a "
-                                  "workflow that encodes photos (e.g. workflows/01-photomaker-v2-basic.json).")
+            raise BatchInputError("--people: people given as photo folders, but the workflow has no "
+                                  "PhotoMaker Encode Identity node (StackedIDEncode) with its images "
+                                  "connected. Use a workflow that encodes photos (e.g. "
+                                  "workflows/01-photomaker-v2-basic.json).")
         if "LoadImage" not in object_info:
             raise BatchInputError("--server: the server has no LoadImage node to read the uploaded photos.")
     if "identity" in people_kinds and not t.load_nodes:
-        raise BatchInputError("--people: people given as saved identity files (.safetensors), but the workflow "
-                              "has no PhotoMaker Load Identity node (StackedIDLoad). Use a workflow with Load "
-                              "Identity, or give the people as photo folders.")
+        raise BatchInputError("--people: people given as saved identity files (.safetensors), but the "
+                              "workflow has no PhotoMaker Load Identity node (StackedIDLoad). Use a workflow "
+                              "with Load Identity, or give the people as photo folders.")
     t.output_types = frozenset(name for name, info in object_info.items() if info.get("output_node"))
     if not any(n["class_type"] in t.output_types and "filename_prefix" in n["inputs"] for n in api.values()):
         raise BatchInputError("--workflow: it saves no image (no Save Image node), so a batch would produce "
@@ -230,8 +235,9 @@ def check_prompts(template: Template, prompts: list[str], path: str) -> None:
     for i, prompt in enumerate(prompts, 1):
         for trigger in template.triggers:
             if trigger and not re.search(rf"(?<!\w){re.escape(trigger)}(?!\w)", prompt, re.IGNORECASE):
-                raise BatchInputError(f"--prompts {path}: prompt {i} ('{prompt[:60]}') lacks the trigger word "
-                                      f"'{trigger}'. Put it after the class word: 'a photo of a man {trigger}'.")
+                raise BatchInputError(f"--prompts {path}: prompt {i} ('{prompt[:60]}') lacks the trigger "
+                                      f"word '{trigger}'. Put it after the class word: "
+                                      f"'a photo of a man {trigger}'.")
 
 
 def _prune(api: dict, output_types: frozenset) -> dict:
@@ -251,7 +257,8 @@ def _photo_chain(api: dict, names: list[str]) -> list:
     link = None
     for i, name in enumerate(names):
         load_id = f"{BATCH_NODE_PREFIX}_photo_{i}"
-        api[load_id] = {"class_type": "LoadImage", "inputs": {"image": name}, "_meta": {"title": f"photo {i}"}}
+        api[load_id] = {"class_type": "LoadImage", "inputs": {"image": name},
+                        "_meta": {"title": f"photo {i}"}}
         if link is None:
             link = [load_id, 0]
         else:
