@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -325,7 +324,7 @@ def test_single_identity_batch_equals_apply(env, tiny, v1, four):
     ref, ref_text = call("StackedIDApply", identity=four[1], **kw)
     got, got_text, _, n = call("StackedIDApplyBatch", identity_1=four[1], latent=_latent(1), **kw)
     assert n == 1 and len(got) == len(ref) == 2
-    for (c1, o1), (c2, o2) in zip(got + got_text, ref + ref_text):
+    for (c1, o1), (c2, o2) in zip(got + got_text, ref + ref_text, strict=False):
         assert torch.equal(c1, c2) and torch.equal(o1["pooled_output"], o2["pooled_output"])
         assert {k: v for k, v in o1.items() if k != "pooled_output"} == \
             {k: v for k, v in o2.items() if k != "pooled_output"}

@@ -197,7 +197,7 @@ def test_host_tokenizer_failure_names_text(tiny_clip, v1):
             kwargs = batch_kwargs(tiny_clip, v1, text="a man img embedding:")
             message = node_error("StackedIDApplyBatch", **kwargs)
         finally:
-            for t, d in zip(toks, saved):
+            for t, d in zip(toks, saved, strict=True):
                 t.embedding_directory = d
     assert_names(message, BATCH, "text")
     assert "tokenizer" in message

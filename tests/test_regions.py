@@ -33,7 +33,7 @@ def strip_mask(cond):
 def assert_same_conditioning(a, b):
     """Bit-for-bit: same tensors, same dict keys, tensor values compared with torch.equal."""
     assert len(a) == len(b)
-    for (ta, da), (tb, db) in zip(a, b):
+    for (ta, da), (tb, db) in zip(a, b, strict=True):
         assert torch.equal(ta, tb)
         assert da.keys() == db.keys()
         for k in da:

@@ -45,7 +45,8 @@ def test_all_nodes_in_object_info_with_one_category(object_info, server):
     assert {object_info[n]["category"] for n in OUR_NODES} == {"photomaker"}
     # core's PhotoMaker nodes still present and untouched
     assert object_info["PhotoMakerLoader"]["python_module"].startswith("comfy_extras")
-    assert "IMPORT FAILED" not in "\n".join(l for l in server.log().splitlines() if "photomaker-stackedid" in l)
+    assert "IMPORT FAILED" not in "\n".join(
+        line for line in server.log().splitlines() if "photomaker-stackedid" in line)
 
 
 def test_socket_types_are_ours_and_do_not_clash(object_info):

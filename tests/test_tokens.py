@@ -84,8 +84,8 @@ class Host:
         want = self.tokens(text)[key]
         if [len(c) for c in chunks] != [len(c) for c in want]:
             return False
-        return all(same_slot(a, b) for got_chunk, want_chunk in zip(chunks, want)
-                   for a, b in zip(got_chunk, want_chunk))
+        return all(same_slot(a, b) for got_chunk, want_chunk in zip(chunks, want, strict=True)
+                   for a, b in zip(got_chunk, want_chunk, strict=True))
 
     def id(self, word: str) -> int:
         ids = word_ids(self.tok.clip_g, word)
@@ -510,9 +510,9 @@ def test_inputs_not_mutated(ti_host):
     host.expand_all(tokens, [host.trigger(repeat=4)])
     for key in tokens:
         assert len(tokens[key]) == len(snapshot[key])
-        for chunk, old, same in zip(tokens[key], snapshot[key], inner[key]):
-            assert all(a is b for a, b in zip(chunk, same)) and len(chunk) == len(same)
-            for a, b in zip(chunk, old):
+        for chunk, old, same in zip(tokens[key], snapshot[key], inner[key], strict=False):
+            assert all(a is b for a, b in zip(chunk, same, strict=False)) and len(chunk) == len(same)
+            for a, b in zip(chunk, old, strict=False):
                 assert len(a) == len(b) and a[1:] == b[1:]
                 assert torch.equal(a[0], b[0]) if torch.is_tensor(a[0]) else a[0] == b[0]
 

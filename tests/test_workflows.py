@@ -424,7 +424,7 @@ def test_two_people_workflow_masks_each_person_to_one_half(comfy_host, wf_env):
     assert shared["class_type"] == "StackedIDApply" and "identity_2" in shared["inputs"]
     assert [m["class_type"] for m in masked] == ["ConditioningSetMask"] * 2
     masks = []
-    for person, m in zip(("identity", "identity_2"), masked):
+    for person, m in zip(("identity", "identity_2"), masked, strict=True):
         apply = api[m["inputs"]["conditioning"][0]]
         assert apply["class_type"] == "StackedIDApply" and "identity_2" not in apply["inputs"]
         assert apply["inputs"]["identity"] == shared["inputs"][person]

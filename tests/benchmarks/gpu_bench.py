@@ -150,8 +150,6 @@ def build_unet(tiny: bool, seed: int = 0):
 
 
 def build_models(tiny: bool):
-    import torch
-
     import comfy.model_management as mm
     import comfy.sd
     import comfy.sdxl_clip
@@ -359,7 +357,7 @@ def make_runner():
         dt = t1 - t0
         if nodes_out is not None:
             marks = server.starts + [(t1, None)]
-            for (ta, node), (tb, _) in zip(marks, marks[1:]):
+            for (ta, node), (tb, _) in zip(marks, marks[1:], strict=False):
                 nodes_out[f"{node} {prompt[node]['class_type']}"] = round(tb - ta, 3)
         if not ex.success:
             msgs = [m for m in ex.status_messages if m[0] == "execution_error"]
@@ -457,7 +455,7 @@ def main(argv=None):
 
     # Phase 1: first image of each configuration alone (everything unloaded before it).
     runners, results = {}, {}
-    for i, (name, pm_file, n) in enumerate(configs):
+    for i, (name, _pm_file, _n) in enumerate(configs):
         runners[name] = make_runner()
         mm.unload_all_models()
         vram_reset()
