@@ -101,13 +101,15 @@ def test_node_draws_on_the_detected_keypoints(pm_env, faces, h, w, box):
         np.testing.assert_allclose(near(img, color, point, 12), point, atol=0.35)
     assert not out[1].any(), "no face: a black image"
     lines = report.splitlines()
-    assert lines[1] == "image 2: no face (black image)" and f"({detected[2][0]:.1f},{detected[2][1]:.1f})" in lines[0]
+    assert (lines[1] == "image 2: no face (black image)"
+            and f"({detected[2][0]:.1f},{detected[2][1]:.1f})" in lines[0])
 
     (dots, _) = call("StackedIDFaceKeypoints", face_analysis=faces, images=photo[None], style="openpose_face",
                      face_select="score")
     dots = (dots[0].numpy() * 255).round().astype(np.uint8)
     for point in detected:
-        np.testing.assert_allclose(near(dots, (255, 255, 255), point, kp.openpose_radius(h, w) + 1), point, atol=0.35)
+        np.testing.assert_allclose(near(dots, (255, 255, 255), point, kp.openpose_radius(h, w) + 1), point,
+                                   atol=0.35)
 
 
 @pytest.mark.host

@@ -23,12 +23,14 @@ def server(comfy_host, tmp_path_factory):
     pm_dir = base / "models" / "photomaker"
     pm_dir.mkdir(parents=True)
     lora = pm_weights.make_lora_state_dict("tiny", seed=13)
-    pm_weights.write_nested_bin(pm_dir / "tiny-v1.bin", pm_weights.make_encoder_state_dict("v1", "tiny", seed=11), lora)
+    pm_weights.write_nested_bin(pm_dir / "tiny-v1.bin",
+                                pm_weights.make_encoder_state_dict("v1", "tiny", seed=11), lora)
     pm_weights.write_flat_safetensors(pm_dir / "tiny-v2.safetensors",
                                       pm_weights.make_encoder_state_dict("v2", "tiny", seed=12), lora)
     fake_insightface.write_pack(base / "models" / "insightface" / "models" / "buffalo_l")
     (base / "input").mkdir()
-    for name, img in {"face_red.png": fake_insightface.synthetic_face(), "noface.png": fake_insightface.blank_image()}.items():
+    for name, img in {"face_red.png": fake_insightface.synthetic_face(),
+                      "noface.png": fake_insightface.blank_image()}.items():
         Image.fromarray((img.numpy() * 255).round().astype(np.uint8)).save(base / "input" / name)
     srv = ComfyServer(base=base).start()
     yield srv
