@@ -81,11 +81,12 @@ def graph(version="v1", text="a photo of a man img, smiling", image="face_red.pn
         "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "blurry"}},
         "8": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
         "9": {"class_type": "KSampler",
-              "inputs": {"model": ["2", 1], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["8", 0],
-                         "seed": 1, "steps": steps, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
-                         "denoise": 1.0}},
+              "inputs": {"model": ["2", 1], "positive": ["6", 0], "negative": ["7", 0],
+                         "latent_image": ["8", 0], "seed": 1, "steps": steps, "cfg": 5.0,
+                         "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
         "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
-        "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": f"pm_{version}"}},
+        "11": {"class_type": "SaveImage",
+               "inputs": {"images": ["10", 0], "filename_prefix": f"pm_{version}"}},
     }
     if with_faces:
         g["4"] = {"class_type": "StackedIDFaceAnalysisLoader",

@@ -57,7 +57,8 @@ def _args(servers, out, people, prompts, *extra, workflow=RANK_SEEDS, seeds="2",
 
 def _records(out: Path) -> list[dict]:
     path = Path(out) / "manifest.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return ([json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            if path.exists() else [])
 
 
 def _ran(server, prompt_id: str) -> dict:
@@ -153,8 +154,8 @@ def test_contact_sheet_in_the_browser(full_run):
             page.goto(sheet.as_uri())
             shown = page.evaluate("""() => [...document.querySelectorAll('figure')].map(f => ({
                 person: f.closest('section').dataset.person, key: f.dataset.key,
-                images: [...f.querySelectorAll('img')].map(i => ({file: i.dataset.file, w: i.naturalWidth,
-                                                                   visible: i.getBoundingClientRect().width > 0})),
+                images: [...f.querySelectorAll('img')].map(i => ({
+                    file: i.dataset.file, w: i.naturalWidth, visible: i.getBoundingClientRect().width > 0})),
                 caption: f.querySelector('figcaption').innerText}))""")
         finally:
             chromium.close()
@@ -189,11 +190,12 @@ def test_a_server_stopped_mid_run_has_its_jobs_finished_by_the_other(servers, in
     prompts.write_text("\n".join(PROMPTS))
     sets = [*SMALL[:2], "KSampler.steps=12", SMALL[3]]
     try:
-        proc = batch_env.start_batch(*_args([servers[0], third], out, inputs["people"], prompts, "--server-timeout",
-                                            "3", sets=sets), log=log)
+        proc = batch_env.start_batch(*_args([servers[0], third], out, inputs["people"], prompts,
+                                            "--server-timeout", "3", sets=sets), log=log)
 
         def third_busy_after_a_result():  # stop it while it runs a job, after it finished one
-            return any(r["server"] == third.url for r in _records(out)) and third.get("/queue")["queue_running"]
+            return (any(r["server"] == third.url for r in _records(out))
+                    and third.get("/queue")["queue_running"])
 
         _wait_for(third_busy_after_a_result, proc, what="server c ran a job")
         third.stop()
@@ -231,7 +233,8 @@ def test_an_interrupted_client_resumes_with_only_the_unfinished_jobs(servers, in
     assert {r["run"] for r in second}.isdisjoint({r["run"] for r in first})
     assert not {r["key"] for r in first} & {r["key"] for r in second}, "a finished job ran again"
     _check_done_exactly_once(records, PEOPLE, PROMPTS, [0, 1])
-    assert _history_size(servers) - before == 12 - len(first), "the re-run queued more than the unfinished jobs"
+    assert _history_size(servers) - before == 12 - len(first), \
+        "the re-run queued more than the unfinished jobs"
 
 
 # ---------------------------------------------------------------------------------- other paths
@@ -248,8 +251,8 @@ def test_saved_identity_people_are_copied_for_load_identity(servers, tmp_path):
     workflow.write_text(json.dumps(wf))
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a photo of a woman img as an astronaut\n")
-    res = batch_env.run_batch(*_args([server], tmp_path / "out", people, prompts, workflow=workflow, seeds="1",
-                                     sets=batch_env.SMALL))
+    res = batch_env.run_batch(*_args([server], tmp_path / "out", people, prompts, workflow=workflow,
+                                     seeds="1", sets=batch_env.SMALL))
     assert res.returncode == 0, res.stderr[-3000:]
     (rec,) = _records(tmp_path / "out")
     assert rec["status"] == "done" and rec["person"] == "carol" and rec["seed"] == 0 and rec["score"] is None
@@ -281,9 +284,10 @@ PLAIN_SDXL = {  # a text-to-image graph without any PhotoMaker node (API format)
     "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd_xl_base_1.0.safetensors"}},
     "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a photo of a man"}},
     "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-    "4": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0],
-                                               "latent_image": ["3", 0], "seed": 1, "steps": 2, "cfg": 5.0,
-                                               "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+    "4": {"class_type": "KSampler",
+          "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0],
+                     "latent_image": ["3", 0], "seed": 1, "steps": 2, "cfg": 5.0,
+                     "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
     "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
     "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "plain"}},
 }
@@ -352,9 +356,10 @@ def test_bad_input_is_refused_before_anything_is_queued(case, servers, inputs, t
 
 # ------------------------------------------------------------------------------ prompt binding
 
-@pytest.mark.parametrize("name, holder", [("01-photomaker-v2-basic.json", ("StackedIDApply", "text")),
-                                          ("04-photomaker-stylization.json", ("StackedIDStyle", "positive")),
-                                          ("09-photomaker-controlnet.json", ("PrimitiveStringMultiline", "value"))])
+@pytest.mark.parametrize("name, holder", [
+    ("01-photomaker-v2-basic.json", ("StackedIDApply", "text")),
+    ("04-photomaker-stylization.json", ("StackedIDStyle", "positive")),
+    ("09-photomaker-controlnet.json", ("PrimitiveStringMultiline", "value"))])
 def test_the_prompt_goes_where_the_apply_node_reads_it(servers, name, holder):
     """A linked Apply text is followed upstream (Style's positive, a text primitive through String
     Replace); the job's photos replace the workflow's, whose loaders are left out of the prompt."""
@@ -370,9 +375,11 @@ def test_the_prompt_goes_where_the_apply_node_reads_it(servers, name, holder):
     template = workflow.analyse(api, object_info, {"photos"}, 2)
     job = workflow.bind(template, "a photo of a man img at sea", 7, photos=["p0.png", "p1.png"])
     ((nid, key),) = template.prompt_targets
-    assert (job[nid]["class_type"], key) == holder and job[nid]["inputs"][key] == "a photo of a man img at sea"
+    assert ((job[nid]["class_type"], key) == holder
+            and job[nid]["inputs"][key] == "a photo of a man img at sea")
     assert [n["inputs"]["seed"] for n in job.values() if n["class_type"] == "KSampler"] == [7]
     loads = sorted(n["inputs"]["image"] for n in job.values() if n["class_type"] == "LoadImage")
-    assert loads[:2] == ["p0.png", "p1.png"] and all(img in ("p0.png", "p1.png", "photomaker_pose.png") for img in loads)
+    assert loads[:2] == ["p0.png", "p1.png"] and all(img in ("p0.png", "p1.png", "photomaker_pose.png")
+                                                     for img in loads)
     (encode,) = [n for n in job.values() if n["class_type"] == "StackedIDEncode"]
     assert job[encode["inputs"]["images"][0]]["class_type"] == "ImageBatch"

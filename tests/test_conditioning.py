@@ -72,7 +72,8 @@ def test_batch_schedule_stacks_items_in_order():
     pooled = [_pooled(5), _pooled(6)]
     cond, text_only = C.batch_schedule(text, text_pooled, fused, pooled, 0.3)
     (t0, d0), (t1, d1) = cond
-    assert (d0["start_percent"], d0["end_percent"], d1["start_percent"], d1["end_percent"]) == (0.0, 0.3, 0.3, 1.0)
+    assert (d0["start_percent"], d0["end_percent"],
+            d1["start_percent"], d1["end_percent"]) == (0.0, 0.3, 0.3, 1.0)
     assert t0.shape == (2, 77, 8) and torch.equal(t0[0], text[0]) and torch.equal(t0[1], text[0])
     assert t1.shape == (2, 154, 8)
     assert torch.equal(t1[0], fused[0][0].repeat(2, 1)) and torch.equal(t1[1], fused[1][0])
@@ -89,7 +90,8 @@ def test_regional_schedule_phases_and_masks():
     left = torch.zeros(8, 8)
     left[:, :4] = 1.0
     entries = C.regional_schedule(text, text_pooled, [ident], [left], 0.25)
-    assert [(d["start_percent"], d["end_percent"]) for _, d in entries] == [(0.0, 0.25), (0.25, 1.0), (0.25, 1.0)]
+    assert [(d["start_percent"], d["end_percent"]) for _, d in entries] == \
+        [(0.0, 0.25), (0.25, 1.0), (0.25, 1.0)]
     assert "mask" not in entries[0][1]  # composition phase: text-only everywhere
     assert entries[1][0] is ident[0] and torch.equal(entries[1][1]["mask"], left[None])
     assert entries[2][0] is text and torch.equal(entries[2][1]["mask"], 1.0 - left[None])

@@ -30,7 +30,8 @@ def scene(h, w, *faces) -> torch.Tensor:
 
 
 def references(analyzer, *colours):
-    rows = [torch.from_numpy(analyzer.detect(fi_u8(fi.synthetic_face(color=c))).embedding)[None] for c in colours]
+    rows = [torch.from_numpy(analyzer.detect(fi_u8(fi.synthetic_face(color=c))).embedding)[None]
+            for c in colours]
     return dt.identity_references(rows)
 
 
@@ -148,10 +149,12 @@ def test_detail_batch_exactness_several_faces_border_no_face_batch(analyzer):
             continue
         src = images[r.image]
         box = dt.crop_box(face.bbox, settings.padding, h, w)
-        new = dt.resize(invert(dt.resize(dt.crop(src, box), 72, 72), r.identity - 1, 0), box.height, box.width)
+        new = dt.resize(invert(dt.resize(dt.crop(src, box), 72, 72), r.identity - 1, 0),
+                        box.height, box.width)
         m = dt.feather_mask(box, settings.feather, h, w)
         region = result.images[r.image][box.top:box.bottom, box.left:box.right]
-        assert torch.equal(region, src[box.top:box.bottom, box.left:box.right] * (1 - m[..., None]) + new * m[..., None])
+        assert torch.equal(region, src[box.top:box.bottom, box.left:box.right] * (1 - m[..., None])
+                           + new * m[..., None])
         assert torch.equal(result.masks[r.image][box.top:box.bottom, box.left:box.right], m)
     # the blue (unmatched) face is left alone
     assert torch.equal(result.images[2][20:80, 90:150], images[2][20:80, 90:150])
@@ -199,15 +202,15 @@ def engine(pm_env):
     import nodes
 
     negative = nodes.CLIPTextEncode().encode(tiny[1], "blurry")[0]
-    return {"encoder": encoder, "model": model, "vae": tiny[2], "faces": faces, "idents": idents, "pos": positives, "neg": negative,
-            "call": call}
+    return {"encoder": encoder, "model": model, "vae": tiny[2], "faces": faces, "idents": idents,
+            "pos": positives, "neg": negative, "call": call}
 
 
 def run_detailer(engine, images, pairs, **kw):
-    args = {"images": images, "model": engine["model"], "vae": engine["vae"], "face_analysis": engine["faces"],
-            "negative": engine["neg"], "seed": 3, "steps": 2, "cfg": 4.0, "sampler_name": "euler",
-            "scheduler": "normal", "denoise": 0.6, "crop_padding": 0.3, "working_size": 64, "min_face_size": 16,
-            "match_threshold": 0.5, "feather": 4}
+    args = {"images": images, "model": engine["model"], "vae": engine["vae"],
+            "face_analysis": engine["faces"], "negative": engine["neg"], "seed": 3, "steps": 2, "cfg": 4.0,
+            "sampler_name": "euler", "scheduler": "normal", "denoise": 0.6, "crop_padding": 0.3,
+            "working_size": 64, "min_face_size": 16, "match_threshold": 0.5, "feather": 4}
     for k, name in enumerate(pairs, 1):
         args[f"positive_{k}"], args[f"identity_{k}"] = engine["pos"][name], engine["idents"][name]
     args.update(kw)
@@ -231,8 +234,8 @@ def test_node_pastes_matched_faces_only_and_gives_each_its_prompt(engine, monkey
     out, masks, report = run_detailer(engine, images, ["red", "green"])
     assert torch.equal(images, before)
     faces = sorted(json.loads(report)["per_face"], key=lambda r: (r["image"], r["box"][0]))
-    assert [(r["status"], r["identity"]) for r in faces] == [("detailed", 1), ("detailed", 2), ("detailed", 2),
-                                                              ("no match", None)]
+    assert [(r["status"], r["identity"]) for r in faces] == [("detailed", 1), ("detailed", 2),
+                                                              ("detailed", 2), ("no match", None)]
     assert [id(p) for p in used] == [id(engine["pos"][n]) for n in ("red", "green", "green")]
     assert out.shape == images.shape and masks.shape == (2, 160, 256)
     for i in range(2):  # real sampler and VAE: outside the pasted regions bit for bit

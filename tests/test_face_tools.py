@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -35,7 +34,8 @@ def test_reference_is_mean_of_normalised_embeddings():
     expected = float(ref @ g / (np.linalg.norm(ref) * np.linalg.norm(g)))
     assert sim.cosine(g, ref) == pytest.approx(expected)
     # scale of a reference or a generated embedding does not matter
-    assert sim.score_embeddings([g * 7], sim.reference_embedding(np.stack([a * 5, b])))[0] == pytest.approx(expected)
+    assert sim.score_embeddings([g * 7], sim.reference_embedding(np.stack([a * 5, b])))[0] == \
+        pytest.approx(expected)
     assert sim.score_embeddings([a], sim.reference_embedding(torch.tensor(a)))[0] == pytest.approx(1.0)
     for bad in (np.zeros((1, 512)), np.full((1, 512), np.nan), np.zeros((0, 512))):
         with pytest.raises(sim.SimilarityError):
@@ -51,7 +51,8 @@ def test_ranking_best_first_no_face_last_stable():
     assert json.loads(r.to_json()) == [0.5, sim.NO_FACE, 0.8]
     assert r.top(2) == [2, 0] and r.top(10) == [2, 0, 1] and r.top(0) == [2]
     text = r.report(top_k=2)
-    assert "#1  image 3: 0.8000  <- kept" in text and "#3  image 2: no face" in text and "2 reference faces" in text
+    assert ("#1  image 3: 0.8000  <- kept" in text and "#3  image 2: no face" in text
+            and "2 reference faces" in text)
     assert "note" not in text and "note" in r.report(top_k=3)
     none = sim.Ranking(scores=[None], order=[0], reference_faces=1)
     assert none.best_score == sim.NO_FACE
@@ -158,24 +159,28 @@ def test_similarity_uses_highest_score_face_and_identity_reference(env, faces, v
 def test_similarity_errors_name_the_inputs(env, faces, v1):
     encoder, _ = v1
     gen = batch(env, "face_red.png")
-    with pytest.raises(ValueError, match="reference_identity.*reference_images|reference_images.*reference_identity"):
+    with pytest.raises(ValueError,
+                       match="reference_identity.*reference_images|reference_images.*reference_identity"):
         call("StackedIDFaceSimilarity", face_analysis=faces, images=gen, top_k=2)
     plain_v1, _ = call("StackedIDEncode", encoder=encoder, images=gen)  # no face analysis: no ArcFace
-    with pytest.raises(ValueError, match="(?s)reference_identity.*face_analysis of PhotoMaker Encode Identity"):
+    with pytest.raises(ValueError,
+                       match="(?s)reference_identity.*face_analysis of PhotoMaker Encode Identity"):
         call("StackedIDFaceSimilarity", face_analysis=faces, images=gen, reference_identity=plain_v1, top_k=2)
     with pytest.raises(ValueError, match="reference_images.*no face"):
         call("StackedIDFaceSimilarity", face_analysis=faces, images=gen,
              reference_images=batch(env, "noface.png"), top_k=2)
     # all generated images without a face: reported, not fatal; top_k capped at the batch size
     _, top, scores_json, best, report, _ = call("StackedIDFaceSimilarity", face_analysis=faces,
-                                                images=batch(env, "noface.png"), reference_images=gen, top_k=3)
+                                                images=batch(env, "noface.png"), reference_images=gen,
+                                                top_k=3)
     assert json.loads(scores_json) == [-1.0] and best == -1.0 and top.shape[0] == 1 and "no face" in report
 
 
 def _sim_graph(reference, images, with_faces_at_encode=True, top_k=2):
     g = {
         "1": {"class_type": "TinySDXLLoader", "inputs": {"seed": 0}},
-        "2": {"class_type": "StackedIDLoader", "inputs": {"photomaker_file": "tiny-v1.bin", "lora_strength": 1.0}},
+        "2": {"class_type": "StackedIDLoader",
+              "inputs": {"photomaker_file": "tiny-v1.bin", "lora_strength": 1.0}},
         "4": {"class_type": "StackedIDFaceAnalysisLoader",
               "inputs": {"model_pack": "buffalo_l", "provider": "CPU", "det_size": 640}},
         "3": {"class_type": "LoadImage", "inputs": {"image": reference}},
@@ -231,7 +236,8 @@ def _specs(clip):
 
     tok = clip.tokenizer
     return {k: spec_from_vocab(t.start_token, t.end_token, t.pad_token, t.max_length,
-                               t.tokenizer.convert_ids_to_tokens) for k, t in (("l", tok.clip_l), ("g", tok.clip_g))}
+                               t.tokenizer.convert_ids_to_tokens)
+            for k, t in (("l", tok.clip_l), ("g", tok.clip_g))}
 
 
 def _expanded(clip, text, n_tokens):
@@ -320,12 +326,12 @@ def test_batch_items_carry_their_own_identity(env, tiny, v1, four):
 
 def test_single_identity_batch_equals_apply(env, tiny, v1, four):
     encoder, _ = v1
-    kw = dict(clip=tiny[1], encoder=encoder, text="a portrait of a woman img, studio light", trigger_word="img",
-              style_strength=0.2, identity_strength=0.8)
+    kw = dict(clip=tiny[1], encoder=encoder, text="a portrait of a woman img, studio light",
+              trigger_word="img", style_strength=0.2, identity_strength=0.8)
     ref, ref_text = call("StackedIDApply", identity=four[1], **kw)
     got, got_text, _, n = call("StackedIDApplyBatch", identity_1=four[1], latent=_latent(1), **kw)
     assert n == 1 and len(got) == len(ref) == 2
-    for (c1, o1), (c2, o2) in zip(got + got_text, ref + ref_text):
+    for (c1, o1), (c2, o2) in zip(got + got_text, ref + ref_text, strict=False):
         assert torch.equal(c1, c2) and torch.equal(o1["pooled_output"], o2["pooled_output"])
         assert {k: v for k, v in o1.items() if k != "pooled_output"} == \
             {k: v for k, v in o2.items() if k != "pooled_output"}
@@ -338,7 +344,8 @@ def test_sampler_gives_each_latent_its_own_identity(env, tiny, v1, four):
     encoder, model = v1
     cond, _, _, _ = call("StackedIDApplyBatch", clip=tiny[1], encoder=encoder, latent=_latent(4),
                          identity_1=four[0], identity_2=four[1], identity_3=four[2], identity_4=four[3],
-                         text="a photo of a man img", trigger_word="img", style_strength=0.0, identity_strength=1.0)
+                         text="a photo of a man img", trigger_word="img", style_strength=0.0,
+                         identity_strength=1.0)
     neg = call("StackedIDApply", clip=tiny[1], encoder=encoder, identity=four[0], text="blurry img",
                trigger_word="img", style_strength=0.0, identity_strength=0.0)[1]
     seen = []
@@ -391,7 +398,8 @@ def test_batch_count_errors_name_the_input(env, tiny, v1, four, comfy_host):
     with pytest.raises(ValueError, match="input 'identity_2'.*in order"):
         call("StackedIDApplyBatch", latent=_latent(2), identity_1=four[0], identity_3=four[1], **kw)
     # a multiple of the identity count tiles them (latent i -> identity i mod n), as ComfyUI repeats conds
-    cond, _, _, n = call("StackedIDApplyBatch", latent=_latent(4), identity_1=four[0], identity_2=four[1], **kw)
+    cond, _, _, n = call("StackedIDApplyBatch", latent=_latent(4), identity_1=four[0], identity_2=four[1],
+                         **kw)
     assert n == 2 and cond[1][0].shape[0] == 2
     v2_enc, _ = call("StackedIDLoader", photomaker_file="tiny-v2.safetensors")
     with pytest.raises(ValueError, match="input 'identity_1'.*V1.*encoder is V2"):
@@ -445,7 +453,8 @@ def test_rank_seeds_workflow_runs(comfy_host, env):
     _, outputs = comfy_host.run_graph(api, prompt_id="rank-seeds")
     assert len(saved_images(outputs, save_id)) == 2
     (report,) = outputs[sim_id]["text"]
-    assert len([ln for ln in report.splitlines() if ln.startswith("#")]) == 4  # every candidate scored or "no face"
+    # every candidate scored or "no face"
+    assert len([ln for ln in report.splitlines() if ln.startswith("#")]) == 4
 
 
 def test_batch_identities_workflow_runs(comfy_host, env):
@@ -463,7 +472,8 @@ def test_batch_identities_workflow_runs(comfy_host, env):
     imgs = saved_images(outputs, save_id)
     assert len(imgs) == 4 and all(i.shape == (64, 64, 3) and i.std() > 0 for i in imgs)
     # four identities, one KSampler execution for the whole batch
-    assert [d["node"] for ev, d in ex.server.messages if ev == "executing" and d.get("node") == ks_id] == [ks_id]
+    assert [d["node"] for ev, d in ex.server.messages
+            if ev == "executing" and d.get("node") == ks_id] == [ks_id]
     assert not np.array_equal(imgs[0], imgs[1])
     api[lat_id]["inputs"]["batch_size"] = 3
     with pytest.raises(comfy_host.GraphError, match="input 'latent'.*3 item.*4 identities"):

@@ -88,7 +88,8 @@ def _expanded_encoding(clip, text, triggers):
 
 def test_apply_fuses_exactly_the_class_rows_and_adds_no_drift(pm_env, tiny, v1):
     encoder, _ = v1
-    ident, _ = call("StackedIDEncode", encoder=encoder, images=images(pm_env, "face_red.png", "face_green.png"))
+    ident, _ = call("StackedIDEncode", encoder=encoder,
+                    images=images(pm_env, "face_red.png", "face_green.png"))
     text = "a photo of a man img, smiling in the rain"
     cond, text_only = call("StackedIDApply", clip=tiny[1], encoder=encoder, identity=ident, text=text,
                            trigger_word="img", style_strength=0.3, identity_strength=1.0)
@@ -112,12 +113,13 @@ def test_apply_fuses_exactly_the_class_rows_and_adds_no_drift(pm_env, tiny, v1):
 
 def test_v2_tokens_image_major_and_two_per_image(pm_env, tiny, v2, faces):
     encoder, _ = v2
-    ident, preview = call("StackedIDEncode", encoder=encoder, images=images(pm_env, "face_red.png", "face_green.png"),
-                          face_analysis=faces)
+    ident, preview = call("StackedIDEncode", encoder=encoder,
+                          images=images(pm_env, "face_red.png", "face_green.png"), face_analysis=faces)
     assert ident.tokens.shape == (2, 2, 2048) and ident.arcface.shape == (2, 512)
     assert preview.shape == (2, 480, 640, 3)
     cond, _ = call("StackedIDApply", clip=tiny[1], encoder=encoder, identity=ident,
-                   text="portrait of a woman img", trigger_word="img", style_strength=0.2, identity_strength=1.0)
+                   text="portrait of a woman img", trigger_word="img", style_strength=0.2,
+                   identity_strength=1.0)
     plain, _, positions = _expanded_encoding(tiny[1], "portrait of a woman img", [("img", 4)])
     rows = positions["img"]
     with torch.inference_mode():
@@ -157,7 +159,8 @@ def test_nothing_mutates_cached_inputs(pm_env, tiny, v1):
 def test_identity_strength_blends_rows(pm_env, tiny, v1):
     encoder, _ = v1
     ident, _ = call("StackedIDEncode", encoder=encoder, images=images(pm_env, "face_red.png"))
-    kw = dict(clip=tiny[1], encoder=encoder, identity=ident, text="a man img", trigger_word="img", style_strength=0.0)
+    kw = dict(clip=tiny[1], encoder=encoder, identity=ident, text="a man img", trigger_word="img",
+              style_strength=0.0)
     full = call("StackedIDApply", identity_strength=1.0, **kw)[0][0][0]
     half = call("StackedIDApply", identity_strength=0.5, **kw)[0][0][0]
     zero = call("StackedIDApply", identity_strength=0.0, **kw)[0][0][0]
@@ -238,7 +241,8 @@ def test_errors_are_actionable_and_host_keeps_serving(comfy_host, pm_env):
     assert "face_analysis" in msg and "InsightFace" in msg
     msg = _error(comfy_host, graph("v2", image="noface.png"))
     assert "no face found in image 1 of" in msg and "skip" in msg
-    msg = _error(comfy_host, graph("v1", extra={"2": {"inputs": {"photomaker_file": "lora-only.safetensors"}}}))
+    msg = _error(comfy_host,
+                 graph("v1", extra={"2": {"inputs": {"photomaker_file": "lora-only.safetensors"}}}))
     assert "only a LoRA" in msg
     # the host still serves the next prompt
     _, outputs = comfy_host.run_graph(graph("v1"))
@@ -247,17 +251,18 @@ def test_errors_are_actionable_and_host_keeps_serving(comfy_host, pm_env):
 
 def test_no_face_skip_policy(pm_env, v2, faces):
     encoder, _ = v2
-    ident, preview = call("StackedIDEncode", encoder=encoder, images=images(pm_env, "face_red.png", "noface.png",
-                                                                            "face_green.png"),
+    ident, preview = call("StackedIDEncode", encoder=encoder,
+                          images=images(pm_env, "face_red.png", "noface.png", "face_green.png"),
                           face_analysis=faces, no_face="skip")
     assert ident.count == 2 and ident.provenance["source_indices"] == [0, 2] and preview.shape[0] == 2
 
 
 def test_version_mismatch_is_clear(pm_env, tiny, v1, v2, faces):
-    ident2, _ = call("StackedIDEncode", encoder=v2[0], images=images(pm_env, "face_red.png"), face_analysis=faces)
+    ident2, _ = call("StackedIDEncode", encoder=v2[0], images=images(pm_env, "face_red.png"),
+                     face_analysis=faces)
     with pytest.raises(ValueError, match="V2 but the encoder is V1|encoded with PhotoMaker V2"):
-        call("StackedIDApply", clip=tiny[1], encoder=v1[0], identity=ident2, text="a man img", trigger_word="img",
-             style_strength=0.2, identity_strength=1.0)
+        call("StackedIDApply", clip=tiny[1], encoder=v1[0], identity=ident2, text="a man img",
+             trigger_word="img", style_strength=0.2, identity_strength=1.0)
 
 
 def test_stack_save_load_identity(pm_env, v1, caplog):

@@ -144,8 +144,8 @@ def apply_kwargs(tiny_clip, v1, **extra):
 def batch_kwargs(tiny_clip, v1, n=1, **extra):
     encoder, ident = v1
     return {"clip": tiny_clip, "encoder": encoder, "latent": {"samples": torch.zeros(n, 4, 8, 8)},
-            "identity_1": ident, "text": "a photo of a person img", "trigger_word": "img", "style_strength": 0.2,
-            "identity_strength": 1.0, **extra}
+            "identity_1": ident, "text": "a photo of a person img", "trigger_word": "img",
+            "style_strength": 0.2, "identity_strength": 1.0, **extra}
 
 
 def node_error(node_id: str, **kwargs) -> str:
@@ -169,7 +169,8 @@ def test_identity_without_images_names_its_input(tiny_clip, v1):
     from photomaker_core.identity import Identity
 
     empty = Identity(tokens=torch.zeros(0, 1, 2048), weights=torch.zeros(0), version="v1")
-    message = node_error("StackedIDApply", **apply_kwargs(tiny_clip, v1, identity_2=empty, trigger_word_2="img2"))
+    message = node_error("StackedIDApply",
+                         **apply_kwargs(tiny_clip, v1, identity_2=empty, trigger_word_2="img2"))
     assert_names(message, APPLY, "identity_2")
     message = node_error("StackedIDApplyBatch", **batch_kwargs(tiny_clip, v1, n=2, identity_2=empty))
     assert_names(message, BATCH, "identity_2")
@@ -197,7 +198,7 @@ def test_host_tokenizer_failure_names_text(tiny_clip, v1):
             kwargs = batch_kwargs(tiny_clip, v1, text="a man img embedding:")
             message = node_error("StackedIDApplyBatch", **kwargs)
         finally:
-            for t, d in zip(toks, saved):
+            for t, d in zip(toks, saved, strict=True):
                 t.embedding_directory = d
     assert_names(message, BATCH, "text")
     assert "tokenizer" in message
@@ -226,10 +227,12 @@ class FailingFuse:
 @pytest.mark.parametrize("bad", ["identity", "identity_2"])
 def test_fuse_error_names_the_identity_that_failed(pm_env, tiny_clip, v1, bad):
     encoder, ident = v1
-    other = call("StackedIDEncode", encoder=encoder, images=pm_env["images"]["face_green.png"].unsqueeze(0))[0]
+    other = call("StackedIDEncode", encoder=encoder,
+                 images=pm_env["images"]["face_green.png"].unsqueeze(0))[0]
     spy = FailingFuse(encoder, other if bad == "identity_2" else ident)
     message = node_error("StackedIDApply", **apply_kwargs(tiny_clip, (spy, ident), identity_2=other,
                                                            trigger_word_2="img2"))
     assert_names(message, APPLY, bad)
-    message = node_error("StackedIDApplyBatch", **batch_kwargs(tiny_clip, (spy, ident), n=2, identity_2=other))
+    message = node_error("StackedIDApplyBatch",
+                         **batch_kwargs(tiny_clip, (spy, ident), n=2, identity_2=other))
     assert_names(message, BATCH, "identity_2" if bad == "identity_2" else "identity_1")

@@ -31,7 +31,7 @@ def near(image, color, point, reach):
 def test_instantid_points_sit_on_the_keypoints(h, w):
     img = kp.draw_keypoints([KPS], h, w, "instantid")
     assert img.shape == (h, w, 3) and img.dtype == np.uint8
-    for point, color in zip(KPS, kp.INSTANTID_COLORS):
+    for point, color in zip(KPS, kp.INSTANTID_COLORS, strict=True):
         ix, iy = np.rint(point).astype(int)
         assert tuple(img[iy, ix]) == color
         np.testing.assert_allclose(centroid(img, color), point, atol=0.35)  # disc centred on the point
@@ -97,17 +97,19 @@ def test_node_draws_on_the_detected_keypoints(pm_env, faces, h, w, box):
     template = np.array([x1, y1]) + fake.REL_KPS * np.array([x2 - x1, y2 - y1])
     np.testing.assert_allclose(detected, template, atol=3.0)
     img = (out[0].numpy() * 255).round().astype(np.uint8)
-    for point, color in zip(detected, kp.INSTANTID_COLORS):
+    for point, color in zip(detected, kp.INSTANTID_COLORS, strict=False):
         np.testing.assert_allclose(near(img, color, point, 12), point, atol=0.35)
     assert not out[1].any(), "no face: a black image"
     lines = report.splitlines()
-    assert lines[1] == "image 2: no face (black image)" and f"({detected[2][0]:.1f},{detected[2][1]:.1f})" in lines[0]
+    assert (lines[1] == "image 2: no face (black image)"
+            and f"({detected[2][0]:.1f},{detected[2][1]:.1f})" in lines[0])
 
     (dots, _) = call("StackedIDFaceKeypoints", face_analysis=faces, images=photo[None], style="openpose_face",
                      face_select="score")
     dots = (dots[0].numpy() * 255).round().astype(np.uint8)
     for point in detected:
-        np.testing.assert_allclose(near(dots, (255, 255, 255), point, kp.openpose_radius(h, w) + 1), point, atol=0.35)
+        np.testing.assert_allclose(near(dots, (255, 255, 255), point, kp.openpose_radius(h, w) + 1), point,
+                                   atol=0.35)
 
 
 @pytest.mark.host

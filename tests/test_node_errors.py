@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 
-from test_graph import call, node
+from test_graph import call
 
 pytestmark = pytest.mark.host
 
@@ -48,7 +48,8 @@ def test_foreign_files_say_what_they_are(pm_env):
     from support import pm_weights
 
     pm_weights.save_tensors(pm_env["pm_dir"] / "some-lora.safetensors", pm_weights.make_generic_sdxl_lora())
-    pm_weights.save_tensors(pm_env["pm_dir"] / "clipvision.safetensors", pm_weights.make_clip_vision_state_dict())
+    pm_weights.save_tensors(pm_env["pm_dir"] / "clipvision.safetensors",
+                            pm_weights.make_clip_vision_state_dict())
     with pytest.raises(ValueError, match="LoRA"):
         call("StackedIDLoader", photomaker_file="some-lora.safetensors")
     with pytest.raises(ValueError, match="CLIP vision"):

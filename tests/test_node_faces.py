@@ -50,7 +50,7 @@ def test_output_labels_are_distinct_names_not_types(node_info):
         assert len(labels) == len(info["output"]), nid
         assert len(set(labels)) == len(labels), f"{nid}: two outputs share a label: {labels}"
         # a label equal to the type is what 0.3.x hosts show when the display name is missing
-        typed = [lbl for lbl, typ in zip(labels, info["output"]) if lbl == typ]
+        typed = [lbl for lbl, typ in zip(labels, info["output"], strict=True) if lbl == typ]
         assert not typed, f"{nid}: outputs labelled with their type: {typed}"
         assert labels == OUTPUT_LABELS[nid], nid
 

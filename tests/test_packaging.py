@@ -324,7 +324,8 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 def _thumbnails_script():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("_pm_make_thumbnails", REPO / "scripts" / "make_thumbnails.py")
+    spec = importlib.util.spec_from_file_location("_pm_make_thumbnails",
+                                                  REPO / "scripts" / "make_thumbnails.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

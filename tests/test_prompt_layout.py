@@ -52,7 +52,8 @@ def encode_plain(clip, text: str):
     """(cond, pooled) of ComfyUI's own CLIPTextEncode node (classic or V3 API, whichever the host has)."""
     cls = node("CLIPTextEncode")
     with torch.inference_mode():
-        out = cls().encode(clip=clip, text=text) if hasattr(cls, "encode") else cls.execute(clip=clip, text=text)
+        out = (cls().encode(clip=clip, text=text) if hasattr(cls, "encode")
+               else cls.execute(clip=clip, text=text))
     conditioning = out[0] if isinstance(out, tuple) else out.result[0]
     ((cond, extra),) = conditioning
     return cond, extra["pooled_output"]
@@ -102,9 +103,10 @@ def check_text_only(clip, cond, text_only, plain: str) -> None:
 
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("text,template,word", CASES)
-def test_apply_equals_clip_text_encode_of_the_plain_prompt(tiny_clip, encoder, identities, text, template, word, k):
-    cond, text_only = call("StackedIDApply", clip=tiny_clip, encoder=encoder, identity=identities[k], text=text,
-                           trigger_word="img", style_strength=0.5, identity_strength=1.0)
+def test_apply_equals_clip_text_encode_of_the_plain_prompt(tiny_clip, encoder, identities, text, template,
+                                                           word, k):
+    cond, text_only = call("StackedIDApply", clip=tiny_clip, encoder=encoder, identity=identities[k],
+                           text=text, trigger_word="img", style_strength=0.5, identity_strength=1.0)
     check_text_only(tiny_clip, cond, text_only, template.format(word))
     check_identity_phase(tiny_clip, cond[1][0], cond[1][1]["pooled_output"],
                          template.format(" ".join([word] * k)), {word: k})
@@ -113,8 +115,8 @@ def test_apply_equals_clip_text_encode_of_the_plain_prompt(tiny_clip, encoder, i
 @pytest.mark.parametrize("lead", [0, 100, 170])
 def test_two_identities_equal_clip_text_encode_of_the_plain_prompt(tiny_clip, encoder, identities, lead):
     text = f"{filler(lead)} a man img and a (woman:1.1) img2 at the beach, {filler(60)}"
-    cond, text_only = call("StackedIDApply", clip=tiny_clip, encoder=encoder, identity=identities[1], text=text,
-                           trigger_word="img", style_strength=0.5, identity_strength=1.0,
+    cond, text_only = call("StackedIDApply", clip=tiny_clip, encoder=encoder, identity=identities[1],
+                           text=text, trigger_word="img", style_strength=0.5, identity_strength=1.0,
                            identity_2=identities[3], trigger_word_2="img2")
     plain = f"{filler(lead)} a man and a (woman:1.1) at the beach, {filler(60)}"
     check_text_only(tiny_clip, cond, text_only, plain)
@@ -128,8 +130,8 @@ def test_controlnet_prompt_equals_text_only_for_long_prompts(tiny_clip, encoder,
     removed, sets exactly Apply's text_only encoding as the ControlNet's prompt."""
     before, after = filler(75 * (chunk - 1) + 20), filler(200)
     text = f"{before} a (man:1.2) img, {after}"
-    cond, text_only = call("StackedIDApply", clip=tiny_clip, encoder=encoder, identity=identities[3], text=text,
-                           trigger_word="img", style_strength=0.2, identity_strength=1.0)
+    cond, text_only = call("StackedIDApply", clip=tiny_clip, encoder=encoder, identity=identities[3],
+                           text=text, trigger_word="img", style_strength=0.2, identity_strength=1.0)
     cls = node("CLIPTextEncodeControlnet")
     kwargs = {"clip": tiny_clip, "conditioning": cond, "text": f"{before} a (man:1.2), {after}"}
     with torch.inference_mode():

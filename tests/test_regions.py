@@ -22,7 +22,8 @@ def host_node(name, **kwargs):
 
 
 def host_set_mask(cond, mask):
-    return host_node("ConditioningSetMask", conditioning=cond, mask=mask, strength=1.0, set_cond_area="default")[0]
+    return host_node("ConditioningSetMask", conditioning=cond, mask=mask, strength=1.0,
+                     set_cond_area="default")[0]
 
 
 def strip_mask(cond):
@@ -33,7 +34,7 @@ def strip_mask(cond):
 def assert_same_conditioning(a, b):
     """Bit-for-bit: same tensors, same dict keys, tensor values compared with torch.equal."""
     assert len(a) == len(b)
-    for (ta, da), (tb, db) in zip(a, b):
+    for (ta, da), (tb, db) in zip(a, b, strict=True):
         assert torch.equal(ta, tb)
         assert da.keys() == db.keys()
         for k in da:
@@ -117,16 +118,17 @@ def test_regions_equal_the_host_mask_nodes(pm_env, two_people):
     add): all compared bit for bit with the host nodes' output for the same tensors."""
     clip, encoder, a, b = two_people
     mask_a, mask_b = side_masks()
-    cond, text_only = call("StackedIDApply", clip=clip, encoder=encoder, identity=a, text=TEXT, trigger_word="img",
-                           style_strength=0.3, identity_strength=1.0, identity_2=b, trigger_word_2="img2",
-                           mask=mask_a, mask_2=mask_b)
+    cond, text_only = call("StackedIDApply", clip=clip, encoder=encoder, identity=a, text=TEXT,
+                           trigger_word="img", style_strength=0.3, identity_strength=1.0, identity_2=b,
+                           trigger_word_2="img2", mask=mask_a, mask_2=mask_b)
     assert [(e[1]["start_percent"], e[1]["end_percent"]) for e in cond] == [(0.0, 0.3)] + [(0.3, 1.0)] * 3
     assert "mask" not in cond[0][1] and torch.equal(cond[0][0], text_only[0][0])  # composition pass: unmasked
 
     id_a, id_b, rest = cond[1:]
     assert_same_conditioning([id_a], host_set_mask(strip_mask([id_a]), mask_a))
     assert_same_conditioning([id_b], host_set_mask(strip_mask([id_b]), mask_b))
-    (union,) = host_node("MaskComposite", destination=mask_a.unsqueeze(0), source=mask_b, x=0, y=0, operation="add")
+    (union,) = host_node("MaskComposite", destination=mask_a.unsqueeze(0), source=mask_b, x=0, y=0,
+                         operation="add")
     (outside,) = host_node("InvertMask", mask=union)
     text_late = [[text_only[0][0], {**text_only[0][1], "start_percent": 0.3, "end_percent": 1.0}]]
     assert_same_conditioning([rest], host_set_mask(text_late, outside))
@@ -149,13 +151,14 @@ def test_one_identity_region_and_no_mask_unchanged(pm_env, two_people):
     text = "a photo of a man img, smiling"
     mask = torch.zeros(16, 16)
     mask[4:12, 4:12] = 1.0
-    plain_cond, _ = call("StackedIDApply", clip=clip, encoder=encoder, identity=a, text=text, trigger_word="img",
-                         style_strength=0.2, identity_strength=1.0)
+    plain_cond, _ = call("StackedIDApply", clip=clip, encoder=encoder, identity=a, text=text,
+                         trigger_word="img", style_strength=0.2, identity_strength=1.0)
     cond, text_only = call("StackedIDApply", clip=clip, encoder=encoder, identity=a, text=text,
                            trigger_word="img", style_strength=0.2, identity_strength=1.0, mask=mask)
     # one identity: its region entry is the plain (unmasked) identity entry with the mask added
     assert_same_conditioning(cond[:2], [plain_cond[0], host_set_mask([plain_cond[1]], mask)[0]])
-    assert torch.equal(cond[2][1]["mask"], 1.0 - mask.unsqueeze(0)) and torch.equal(cond[2][0], text_only[0][0])
+    assert (torch.equal(cond[2][1]["mask"], 1.0 - mask.unsqueeze(0))
+            and torch.equal(cond[2][0], text_only[0][0]))
     # style_strength 1: text-only throughout, no region entries
     cond, _ = call("StackedIDApply", clip=clip, encoder=encoder, identity=a, text=text,
                    trigger_word="img", style_strength=1.0, identity_strength=1.0, mask=mask)
@@ -194,8 +197,9 @@ def test_two_regions_sample_on_the_real_engine(comfy_host, pm_env):
         if with_masks:
             g["14"] = {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": 64, "height": 64}}
             g["15"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 32, "height": 64}}
-            g["16"] = {"class_type": "MaskComposite", "inputs": {"destination": ["14", 0], "source": ["15", 0],
-                                                                 "x": 0, "y": 0, "operation": "add"}}
+            g["16"] = {"class_type": "MaskComposite",
+                       "inputs": {"destination": ["14", 0], "source": ["15", 0],
+                                  "x": 0, "y": 0, "operation": "add"}}
             g["17"] = {"class_type": "InvertMask", "inputs": {"mask": ["16", 0]}}
             g["6"]["inputs"].update(mask=["16", 0], mask_2=["17", 0])
         return g

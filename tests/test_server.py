@@ -23,12 +23,14 @@ def server(comfy_host, tmp_path_factory):
     pm_dir = base / "models" / "photomaker"
     pm_dir.mkdir(parents=True)
     lora = pm_weights.make_lora_state_dict("tiny", seed=13)
-    pm_weights.write_nested_bin(pm_dir / "tiny-v1.bin", pm_weights.make_encoder_state_dict("v1", "tiny", seed=11), lora)
+    pm_weights.write_nested_bin(pm_dir / "tiny-v1.bin",
+                                pm_weights.make_encoder_state_dict("v1", "tiny", seed=11), lora)
     pm_weights.write_flat_safetensors(pm_dir / "tiny-v2.safetensors",
                                       pm_weights.make_encoder_state_dict("v2", "tiny", seed=12), lora)
     fake_insightface.write_pack(base / "models" / "insightface" / "models" / "buffalo_l")
     (base / "input").mkdir()
-    for name, img in {"face_red.png": fake_insightface.synthetic_face(), "noface.png": fake_insightface.blank_image()}.items():
+    for name, img in {"face_red.png": fake_insightface.synthetic_face(),
+                      "noface.png": fake_insightface.blank_image()}.items():
         Image.fromarray((img.numpy() * 255).round().astype(np.uint8)).save(base / "input" / name)
     srv = ComfyServer(base=base).start()
     yield srv
@@ -45,7 +47,8 @@ def test_all_nodes_in_object_info_with_one_category(object_info, server):
     assert {object_info[n]["category"] for n in OUR_NODES} == {"photomaker"}
     # core's PhotoMaker nodes still present and untouched
     assert object_info["PhotoMakerLoader"]["python_module"].startswith("comfy_extras")
-    assert "IMPORT FAILED" not in "\n".join(l for l in server.log().splitlines() if "photomaker-stackedid" in l)
+    assert "IMPORT FAILED" not in "\n".join(
+        line for line in server.log().splitlines() if "photomaker-stackedid" in line)
 
 
 def test_socket_types_are_ours_and_do_not_clash(object_info):

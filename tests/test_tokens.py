@@ -84,8 +84,8 @@ class Host:
         want = self.tokens(text)[key]
         if [len(c) for c in chunks] != [len(c) for c in want]:
             return False
-        return all(same_slot(a, b) for got_chunk, want_chunk in zip(chunks, want)
-                   for a, b in zip(got_chunk, want_chunk))
+        return all(same_slot(a, b) for got_chunk, want_chunk in zip(chunks, want, strict=True)
+                   for a, b in zip(got_chunk, want_chunk, strict=True))
 
     def id(self, word: str) -> int:
         ids = word_ids(self.tok.clip_g, word)
@@ -443,8 +443,8 @@ def test_embedding_elsewhere_in_prompt(ti_host):
         assert torch.equal(slots[9][0], vectors[name][0])
         assert torch.equal(slots[10][0], vectors[name][1])
         assert len(slots) == 11
-        assert host.plain_equal(new_tokens[key], "embedding:pmface a photo of a man man wearing embedding:pmface",
-                                key)
+        assert host.plain_equal(new_tokens[key],
+                                "embedding:pmface a photo of a man man wearing embedding:pmface", key)
 
 
 def test_embeddings_in_a_long_prompt_are_laid_out_like_host(ti_host):
@@ -453,7 +453,8 @@ def test_embeddings_in_a_long_prompt_are_laid_out_like_host(ti_host):
     plain = f"{filler(70)} embedding:pmface a photo of a man man man wearing embedding:pmface {filler(100)}"
     for key in ("l", "g"):
         assert host.plain_equal(host.expand(text, repeat=3, key=key).chunks, plain, key)
-        assert host.plain_equal(host.expand(text, repeat=1, key=key).chunks, plain.replace("man man man", "man"), key)
+        assert host.plain_equal(host.expand(text, repeat=1, key=key).chunks,
+                                plain.replace("man man man", "man"), key)
 
 
 def test_two_triggers_in_one_pass(host_tok):
@@ -510,9 +511,9 @@ def test_inputs_not_mutated(ti_host):
     host.expand_all(tokens, [host.trigger(repeat=4)])
     for key in tokens:
         assert len(tokens[key]) == len(snapshot[key])
-        for chunk, old, same in zip(tokens[key], snapshot[key], inner[key]):
-            assert all(a is b for a, b in zip(chunk, same)) and len(chunk) == len(same)
-            for a, b in zip(chunk, old):
+        for chunk, old, same in zip(tokens[key], snapshot[key], inner[key], strict=False):
+            assert all(a is b for a, b in zip(chunk, same, strict=False)) and len(chunk) == len(same)
+            for a, b in zip(chunk, old, strict=False):
                 assert len(a) == len(b) and a[1:] == b[1:]
                 assert torch.equal(a[0], b[0]) if torch.is_tensor(a[0]) else a[0] == b[0]
 
@@ -581,8 +582,8 @@ def test_property_single_trigger(host_tok, lead, words, where, repeat):
         assert host_tok.plain_equal(text_only[key], " ".join(words), key)
         if plain is not None:
             event("identity prompt compared with the host")
-            assert host_tok.plain_equal(new_tokens[key], " ".join(words[:where - 1] + [plain] + words[where:]),
-                                        key)
+            assert host_tok.plain_equal(new_tokens[key],
+                                        " ".join(words[:where - 1] + [plain] + words[where:]), key)
         old = content(tokens[key])
         at = len(content(host_tok.tokens(" ".join(words[:where]))[key]))  # tokens before "img"
         cls = old[at - 1]

@@ -112,7 +112,8 @@ def _frontend_root(pinned: str) -> str | None:
         return None
     static = REPO / ".cache" / "frontends" / pinned / "comfyui_frontend_package" / "static"
     if not (static / "index.html").is_file():
-        browser_support.unavailable(f"comfyui-frontend-package {pinned} (the host's pin) is neither installed "
+        browser_support.unavailable(f"comfyui-frontend-package {pinned} "
+                                    "(the host's pin) is neither installed "
                                     f"(the venv has {installed}) nor in {static.parents[1]}")
     return str(static)
 
@@ -229,19 +230,24 @@ CHECK_GRAPH = """() => {
     if (n.has_errors) problems.push(`${who}: has_errors`);
     if (!LiteGraph.registered_node_types[n.type]) problems.push(`${who}: type not registered`);
     for (const [i, inp] of (n.inputs || []).entries())
-      if (inp.link != null && !linkIds.has(inp.link)) problems.push(`${who}: input ${i} names missing link ${inp.link}`);
+      if (inp.link != null && !linkIds.has(inp.link))
+        problems.push(`${who}: input ${i} names missing link ${inp.link}`);
     for (const [i, out] of (n.outputs || []).entries())
-      for (const id of out.links || []) if (!linkIds.has(id)) problems.push(`${who}: output ${i} names missing link ${id}`);
+      for (const id of out.links || [])
+        if (!linkIds.has(id)) problems.push(`${who}: output ${i} names missing link ${id}`);
     for (const w of n.widgets || []) {
-      if (w.type === 'button' || w.type === 'custom' || (w.options && w.options.serialize === false)) continue;
+      if (w.type === 'button' || w.type === 'custom' || (w.options && w.options.serialize === false))
+        continue;
       const what = `${who} widget '${w.name}' = ${JSON.stringify(w.value)}`;
       if (w.type === 'combo') {
         let vals = w.options.values;
         if (typeof vals === 'function') vals = vals(w, n);
-        if (!Array.isArray(vals) || !vals.includes(w.value)) problems.push(`${what}: not one of ${JSON.stringify(vals)}`);
+        if (!Array.isArray(vals) || !vals.includes(w.value))
+          problems.push(`${what}: not one of ${JSON.stringify(vals)}`);
       } else if (w.type === 'number') {
         if (typeof w.value !== 'number' || !Number.isFinite(w.value)) problems.push(`${what}: not a number`);
-        else if ((w.options.min != null && w.value < w.options.min) || (w.options.max != null && w.value > w.options.max))
+        else if ((w.options.min != null && w.value < w.options.min)
+                 || (w.options.max != null && w.value > w.options.max))
           problems.push(`${what}: outside [${w.options.min}, ${w.options.max}]`);
       } else if (w.type === 'toggle') {
         if (typeof w.value !== 'boolean') problems.push(`${what}: not a boolean`);
@@ -252,14 +258,17 @@ CHECK_GRAPH = """() => {
   }
   for (const l of links) {
     const a = g.getNodeById(l.origin_id), b = g.getNodeById(l.target_id);
-    const what = `link ${l.id} (${l.origin_id}:${l.origin_slot} -> ${l.target_id}:${l.target_slot}, ${l.type})`;
+    const what = `link ${l.id} (${l.origin_id}:${l.origin_slot} -> `
+      + `${l.target_id}:${l.target_slot}, ${l.type})`;
     if (!a || !b) { problems.push(`${what}: an end node is missing`); continue; }
     const out = (a.outputs || [])[l.origin_slot], inp = (b.inputs || [])[l.target_slot];
     if (!out || !inp) { problems.push(`${what}: slot missing`); continue; }
     if (!(out.links || []).includes(l.id)) problems.push(`${what}: not listed on its output`);
     if (inp.link !== l.id) problems.push(`${what}: its input points at link ${inp.link}`);
-    if (!LiteGraph.isValidConnection(out.type, inp.type)) problems.push(`${what}: ${out.type} -> ${inp.type} is not a valid connection`);
-    else if (l.type && !LiteGraph.isValidConnection(l.type, inp.type)) problems.push(`${what}: link type ${l.type} does not fit ${inp.type}`);
+    if (!LiteGraph.isValidConnection(out.type, inp.type))
+      problems.push(`${what}: ${out.type} -> ${inp.type} is not a valid connection`);
+    else if (l.type && !LiteGraph.isValidConnection(l.type, inp.type))
+      problems.push(`${what}: link type ${l.type} does not fit ${inp.type}`);
   }
   return {problems, nodes: g.nodes.length, links: links.length};
 }"""
@@ -280,7 +289,8 @@ OPEN_DIALOGS = """() => {
   const seen = el => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
   const dialogs = [...document.querySelectorAll('.p-dialog, [role=dialog], [role=alertdialog]')].filter(seen);
   const toasts = [...document.querySelectorAll('.p-toast-message-error, .p-toast-message-warn')].filter(seen);
-  return {dialogs: dialogs.map(d => d.innerText.slice(0, 500)), toasts: toasts.map(t => t.innerText.slice(0, 500)),
+  return {dialogs: dialogs.map(d => d.innerText.slice(0, 500)),
+          toasts: toasts.map(t => t.innerText.slice(0, 500)),
           missing: document.body.innerText.includes('missing nodes')};
 }"""
 
@@ -303,9 +313,12 @@ SET_WIDGETS = """(changes) => {
 FIT_GRAPH = """(zoom) => {
   const c = app.canvas, title = LiteGraph.NODE_TITLE_HEIGHT || 30;
   let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
-  const add = (x, y, w, h) => { x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x + w); y1 = Math.max(y1, y + h); };
+  const add = (x, y, w, h) => {
+    x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x + w); y1 = Math.max(y1, y + h);
+  };
   for (const n of app.graph.nodes) add(n.pos[0], n.pos[1] - title, n.size[0], n.size[1] + title);
-  for (const gr of app.graph.groups || app.graph._groups || []) add(gr.pos[0], gr.pos[1], gr.size[0], gr.size[1]);
+  for (const gr of app.graph.groups || app.graph._groups || [])
+    add(gr.pos[0], gr.pos[1], gr.size[0], gr.size[1]);
   c.ds.fitToBounds([x0, y0, x1 - x0, y1 - y0], {zoom});
   c.setDirty(true, true);
   c.draw(true, true);
@@ -600,7 +613,8 @@ def test_checks_catch_a_broken_workflow(ui):
         assert "LATENT -> CONDITIONING is not a valid connection" in problems
     finally:  # close the dialog (or 1.49.6's errors overlay) as a user would, so later tests start clean
         ui.js("""() => document.querySelectorAll(
-                   '.p-dialog .p-dialog-close-button, [role=dialog] button[aria-label=Close]').forEach(b => b.click())""")
+                   '.p-dialog .p-dialog-close-button, [role=dialog] button[aria-label=Close]')
+                   .forEach(b => b.click())""")
         ui.js(DISMISS_ERRORS)
         ui.page.wait_for_function("() => ![...document.querySelectorAll('.p-dialog, [role=dialog]')]"
                                   ".some(el => el.offsetWidth || el.offsetHeight)", timeout=10_000)

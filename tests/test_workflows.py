@@ -30,8 +30,9 @@ import pytest
 from support.workflow_run import LATENT, WORKFLOWS, saved_images, tiny_api
 
 REPO = Path(__file__).resolve().parents[1]
-EXPECTED = ["01-photomaker-v2-basic.json", "02-photomaker-v1-basic.json", "07-photomaker-identity-mixing.json",
-            "08-photomaker-two-people.json", "04-photomaker-stylization.json", "05-photomaker-save-identity.json",
+EXPECTED = ["01-photomaker-v2-basic.json", "02-photomaker-v1-basic.json",
+            "07-photomaker-identity-mixing.json", "08-photomaker-two-people.json",
+            "04-photomaker-stylization.json", "05-photomaker-save-identity.json",
             "03-photomaker-v2-multi-photo.json", "09-photomaker-controlnet.json"]
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 
@@ -154,7 +155,8 @@ FAKES = {
 def _node(nid, ntype, widgets=(), inputs=(), outputs=(), mode=0):
     return {"id": nid, "type": ntype, "mode": mode, "widgets_values": list(widgets),
             "inputs": [{"name": n, "type": t, "link": lk} for n, t, lk in inputs],
-            "outputs": [{"name": t, "type": t, "links": lk, "slot_index": i} for i, (t, lk) in enumerate(outputs)]}
+            "outputs": [{"name": t, "type": t, "links": lk, "slot_index": i}
+                        for i, (t, lk) in enumerate(outputs)]}
 
 
 def test_widget_layout_follows_the_frontend():
@@ -179,8 +181,8 @@ def test_convert_widgets_links_and_frontend_nodes():
     api = wapi.ui_to_api(wf, FAKES)
     assert set(api) == {"1", "4", "6"}
     assert api["4"]["class_type"] == "Sampler"
-    assert api["4"]["inputs"] == {"seed": 7, "steps": 30, "name": "b", "pick": "y", "flag": False, "extra": 0.5,
-                                  "model": ["1", 0], "text": "from primitive"}
+    assert api["4"]["inputs"] == {"seed": 7, "steps": 30, "name": "b", "pick": "y", "flag": False,
+                                  "extra": 0.5, "model": ["1", 0], "text": "from primitive"}
     assert api["6"]["inputs"] == {"image": "face.png", "mode": "m"}
 
 
@@ -395,7 +397,8 @@ def test_face_detailer_workflow_changes_only_the_face(comfy_host, wf_env):
     changed = np.any(detailed != source, axis=-1)
     assert changed.any(), "the matched face was re-sampled"
     outside = np.ones_like(changed)
-    outside[max(0, box.top - 1):box.bottom + 1, max(0, box.left - 1):box.right + 1] = False  # +-1 px: box rounding
+    # +-1 px: box rounding
+    outside[max(0, box.top - 1):box.bottom + 1, max(0, box.left - 1):box.right + 1] = False
     assert not changed[outside].any()
 
 
@@ -424,12 +427,13 @@ def test_two_people_workflow_masks_each_person_to_one_half(comfy_host, wf_env):
     assert shared["class_type"] == "StackedIDApply" and "identity_2" in shared["inputs"]
     assert [m["class_type"] for m in masked] == ["ConditioningSetMask"] * 2
     masks = []
-    for person, m in zip(("identity", "identity_2"), masked):
+    for person, m in zip(("identity", "identity_2"), masked, strict=True):
         apply = api[m["inputs"]["conditioning"][0]]
         assert apply["class_type"] == "StackedIDApply" and "identity_2" not in apply["inputs"]
         assert apply["inputs"]["identity"] == shared["inputs"][person]
         trigger = shared["inputs"]["trigger_word" if person == "identity" else "trigger_word_2"]
-        assert apply["inputs"]["trigger_word"] == trigger and re.search(rf"\b{trigger}\b", apply["inputs"]["text"])
+        assert (apply["inputs"]["trigger_word"] == trigger
+                and re.search(rf"\b{trigger}\b", apply["inputs"]["text"]))
         masks.append(evaluate(m["inputs"]["mask"][0]))
     left, right = masks
     half = left.shape[-1] // 2
@@ -458,7 +462,8 @@ def test_controlnet_workflow_gives_the_controlnet_the_text_only_prompt(comfy_hos
         return forward
 
     monkeypatch.setattr(openaimodel.UNetModel, "forward", recording("unet", openaimodel.UNetModel.forward))
-    monkeypatch.setattr(comfy.cldm.cldm.ControlNet, "forward", recording("control", comfy.cldm.cldm.ControlNet.forward))
+    monkeypatch.setattr(comfy.cldm.cldm.ControlNet, "forward",
+                        recording("control", comfy.cldm.cldm.ControlNet.forward))
 
     def same(a, b):
         return a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
@@ -533,7 +538,8 @@ def test_pose_t2i_adapter_workflow_uses_the_reference_setting(comfy_host, wf_env
     cn_id, cn = _only(api, "ControlNetApplyAdvanced")
     apply_id, _ = _only(api, "StackedIDApply")
     assert cn["inputs"]["positive"] == [apply_id, 0]
-    assert (cn["inputs"]["strength"], cn["inputs"]["start_percent"], cn["inputs"]["end_percent"]) == (0.8, 0.0, 0.8)
+    assert (cn["inputs"]["strength"], cn["inputs"]["start_percent"],
+            cn["inputs"]["end_percent"]) == (0.8, 0.0, 0.8)
     adapter = _evaluate(api, cn["inputs"]["control_net"][0])
     assert isinstance(adapter, comfy.controlnet.T2IAdapter)
     images = {}

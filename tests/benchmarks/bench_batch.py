@@ -87,7 +87,8 @@ def main() -> None:
         emit({"bench": "batch", "jobs_per_phase": jobs, "steps": a.steps, "size": a.size,
               "jobs_per_min": {"1": round(rate[1], 2), "2": round(rate[2], 2)}, "ratio": round(ratio, 3),
               "times_s": {str(k): [round(t, 2) for t in v] for k, v in times.items()},
-              "server_busy": {str(k): [round(b, 3) for b in v] for k, v in busy.items()}, "load": load_note()})
+              "server_busy": {str(k): [round(b, 3) for b in v] for k, v in busy.items()},
+              "load": load_note()})
     finally:
         for s in servers:
             s.cleanup()

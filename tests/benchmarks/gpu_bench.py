@@ -100,7 +100,8 @@ def boot(cpu: bool):
     import folder_paths
 
     scratch = Path(tempfile.mkdtemp(prefix="pm-gpu-bench-"))
-    for sub, setter in (("output", folder_paths.set_output_directory), ("temp", folder_paths.set_temp_directory),
+    for sub, setter in (("output", folder_paths.set_output_directory),
+                        ("temp", folder_paths.set_temp_directory),
                         ("input", folder_paths.set_input_directory)):
         (scratch / sub).mkdir()
         setter(str(scratch / sub))
@@ -142,7 +143,8 @@ def build_unet(tiny: bool, seed: int = 0):
     cfg = dict(tiny_sdxl.TINY_UNET_CONFIG if tiny else tiny_sdxl.FULL_UNET_CONFIG)
     model_config = (tiny_sdxl.TinySDXL if tiny else comfy.supported_models.SDXL)(cfg)
     dtype = torch.float32 if mm.is_device_cpu(dev) else torch.float16
-    model_config.set_inference_dtype(dtype, mm.unet_manual_cast(dtype, dev, model_config.supported_inference_dtypes))
+    model_config.set_inference_dtype(
+        dtype, mm.unet_manual_cast(dtype, dev, model_config.supported_inference_dtypes))
     base = model_config.get_model({}, "", device=dev)  # initialised on the device: seconds, not a CPU init
     init_(base.diffusion_model, seed)
     base.to(mm.unet_offload_device())  # where a checkpoint loader leaves it: the manager loads it
@@ -150,8 +152,6 @@ def build_unet(tiny: bool, seed: int = 0):
 
 
 def build_models(tiny: bool):
-    import torch
-
     import comfy.model_management as mm
     import comfy.sd
     import comfy.sdxl_clip
@@ -289,14 +289,16 @@ def register_nodes(pack, tiny: bool):
 def graph(pm_file: str | None, version: str, images: int, seed: int, steps: int, size: int, instance: int = 0,
           text: str = "a photo of a man img, portrait, natural light, detailed"):
     g = {"1": {"class_type": "PMGpuModels", "inputs": {"instance": instance}},
-         "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "blurry, lowres, bad anatomy"}},
+         "7": {"class_type": "CLIPTextEncode",
+               "inputs": {"clip": ["1", 1], "text": "blurry, lowres, bad anatomy"}},
          "8": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
          "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
          "11": {"class_type": "PMGpuSink", "inputs": {"images": ["10", 0]}}}
     sampler = {"seed": seed, "steps": steps, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
                "denoise": 1.0, "negative": ["7", 0], "latent_image": ["8", 0]}
     if pm_file is None:
-        g["6"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": text.replace(" img", "")}}
+        g["6"] = {"class_type": "CLIPTextEncode",
+                  "inputs": {"clip": ["1", 1], "text": text.replace(" img", "")}}
         g["9"] = {"class_type": "KSampler", "inputs": {**sampler, "model": ["1", 0], "positive": ["6", 0]}}
         return g
     g["2"] = {"class_type": "StackedIDLoader", "inputs": {"photomaker_file": pm_file, "model": ["1", 0],
@@ -308,9 +310,10 @@ def graph(pm_file: str | None, version: str, images: int, seed: int, steps: int,
                                                               "crop_to_face": False}}
     else:
         g["5"] = {"class_type": "PMGpuIdentityV2", "inputs": {"encoder": ["2", 0], "images": ["3", 0]}}
-    g["6"] = {"class_type": "StackedIDApply", "inputs": {"clip": ["1", 1], "encoder": ["2", 0], "identity": ["5", 0],
-                                                         "text": text, "trigger_word": "img", "style_strength": 0.2,
-                                                         "identity_strength": 1.0}}
+    g["6"] = {"class_type": "StackedIDApply",
+              "inputs": {"clip": ["1", 1], "encoder": ["2", 0], "identity": ["5", 0],
+                         "text": text, "trigger_word": "img", "style_strength": 0.2,
+                         "identity_strength": 1.0}}
     g["9"] = {"class_type": "KSampler", "inputs": {**sampler, "model": ["2", 1], "positive": ["6", 0]}}
     return g
 
@@ -359,7 +362,7 @@ def make_runner():
         dt = t1 - t0
         if nodes_out is not None:
             marks = server.starts + [(t1, None)]
-            for (ta, node), (tb, _) in zip(marks, marks[1:]):
+            for (ta, node), (tb, _) in zip(marks, marks[1:], strict=False):
                 nodes_out[f"{node} {prompt[node]['class_type']}"] = round(tb - ta, 3)
         if not ex.success:
             msgs = [m for m in ex.status_messages if m[0] == "execution_error"]
@@ -393,7 +396,8 @@ def vram_stats() -> dict:
 
     gib = 2 ** 30
     dev = mm.get_torch_device()
-    out = {"manager_total_gib": mm.get_total_memory(dev) / gib, "manager_free_gib": mm.get_free_memory(dev) / gib,
+    out = {"manager_total_gib": mm.get_total_memory(dev) / gib,
+           "manager_free_gib": mm.get_free_memory(dev) / gib,
            "manager_loaded_models_gib": sum(m.model_loaded_memory() for m in mm.current_loaded_models) / gib,
            "manager_loaded_models": [type(m.model.model).__name__ if m.model is not None else None
                                      for m in mm.current_loaded_models]}
@@ -448,8 +452,10 @@ def main(argv=None):
     for i in range(len(configs)):
         nodes.NODE_CLASS_MAPPINGS["PMGpuModels"]().load(i)
     info["models_build_s"] = round(time.perf_counter() - t0, 2)
-    info["warmup_s"] = round(make_runner()(graph(None, a.version, 0, seed=0, steps=min(2, a.steps), size=a.size)), 2)
-    print(f"[gpu-bench] models built in {info['models_build_s']} s, warm-up graph {info['warmup_s']} s", flush=True)
+    info["warmup_s"] = round(
+        make_runner()(graph(None, a.version, 0, seed=0, steps=min(2, a.steps), size=a.size)), 2)
+    print(f"[gpu-bench] models built in {info['models_build_s']} s, "
+          f"warm-up graph {info['warmup_s']} s", flush=True)
 
     def build(i, seed):
         name, pm_file, n = configs[i]
@@ -457,7 +463,7 @@ def main(argv=None):
 
     # Phase 1: first image of each configuration alone (everything unloaded before it).
     runners, results = {}, {}
-    for i, (name, pm_file, n) in enumerate(configs):
+    for i, (name, _pm_file, _n) in enumerate(configs):
         runners[name] = make_runner()
         mm.unload_all_models()
         vram_reset()
@@ -501,24 +507,28 @@ def main(argv=None):
                 sync()
                 ts.append(time.perf_counter() - t0)
             encode[str(n)] = statistics.median(ts)
-        info["encoder"] = {"storage": str(enc.dtype), "compute": str(hostmod.compute_dtype(enc.load_device, enc.dtype))}
+        info["encoder"] = {"storage": str(enc.dtype),
+                           "compute": str(hostmod.compute_dtype(enc.load_device, enc.dtype))}
 
     base = results["without"]["warm_median_s"]
     rows = []
     for name, r in results.items():
         w = r["warm_median_s"]
         r["pm_share_warm"] = 0.0 if name == "without" else (w - base) / w
-        r["pm_share_first_image"] = 0.0 if name == "without" else (r["cold_s"] - results["without"]["cold_s"]) / r["cold_s"]
+        r["pm_share_first_image"] = (0.0 if name == "without"
+                                     else (r["cold_s"] - results["without"]["cold_s"]) / r["cold_s"])
         rows.append((name, r["cold_s"], w, r["pm_share_warm"], r["pm_share_first_image"],
                      r["vram"].get("torch_max_allocated_gib", float("nan")),
-                     r["vram"].get("torch_max_reserved_gib", float("nan")), r["vram"]["manager_loaded_models_gib"]))
+                     r["vram"].get("torch_max_reserved_gib", float("nan")),
+                     r["vram"]["manager_loaded_models_gib"]))
     total = time.perf_counter() - t_start
     out = {"info": info, "results": results, "identity_encode_s": encode, "total_s": total}
     Path(a.out).mkdir(parents=True, exist_ok=True)
     out_file = Path(a.out) / (f"gpu_dry_run_{a.version}.json" if a.dry_run else f"gpu_{a.version}.json")
     out_file.write_text(json.dumps(out, indent=1) + "\n")
 
-    print(f"\nPhotoMaker {a.version.upper()} on {info['device']}, SDXL {a.size}x{a.size}, Euler {a.steps} steps, "
+    print(f"\nPhotoMaker {a.version.upper()} on {info['device']}, SDXL {a.size}x{a.size}, "
+          f"Euler {a.steps} steps, "
           f"fp16 UNet; warm = seed change only")
     print(f"{'config':<10} {'first img s':>11} {'warm s/img':>10} {'PM share':>9} {'PM share 1st':>12} "
           f"{'max alloc GiB':>13} {'max resv GiB':>12} {'loaded GiB':>10}")
@@ -533,7 +543,8 @@ def main(argv=None):
             print(f"first image, {name}: " + ", ".join(f"{k} {v:.2f} s" for k, v in pm.items()) +
                   f"; KSampler {ks:.2f} s (includes loading the MODEL and patching the LoRA)")
     if encode:
-        print("identity encode alone: " + ", ".join(f"{n} image(s) {1000 * s:.0f} ms" for n, s in encode.items()))
+        print("identity encode alone: "
+              + ", ".join(f"{n} image(s) {1000 * s:.0f} ms" for n, s in encode.items()))
     print(f"reference claim: < 10 s per image on an A100 with 10 ID images, ~11 GB. Total {total:.0f} s; "
           f"JSON: {out_file}")
     return 0

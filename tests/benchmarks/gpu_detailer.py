@@ -66,13 +66,15 @@ def register_nodes(pack):
             self.boxes, self.embedding = boxes, np.asarray(embedding, dtype=np.float32)
 
         def detect_all(self, image_rgb_uint8):
-            return [faces_mod.Face(bbox=np.asarray(b, np.float32), kps=np.zeros((5, 2), np.float32), det_score=0.9,
-                                   embedding=self.embedding, det_size=640) for b in self.boxes]
+            return [faces_mod.Face(bbox=np.asarray(b, np.float32), kps=np.zeros((5, 2), np.float32),
+                                   det_score=0.9, embedding=self.embedding, det_size=640)
+                    for b in self.boxes]
 
     class PMGpuPlacedFaces:
         @classmethod
         def INPUT_TYPES(cls):
-            return {"required": {"identity": ("STACKEDID_IDENTITY",), "count": ("INT", {"default": 1, "min": 1}),
+            return {"required": {"identity": ("STACKEDID_IDENTITY",),
+                                 "count": ("INT", {"default": 1, "min": 1}),
                                  "image": ("INT", {"default": 1024}), "face": ("INT", {"default": 128})}}
         RETURN_TYPES = ("STACKEDID_FACE_ANALYSIS",)
         FUNCTION = "load"
@@ -93,7 +95,8 @@ def graph(pm_file: str, faces: int, a, seed: int) -> dict:
     g["21"] = {"class_type": "PMGpuPlacedFaces", "inputs": {"identity": ["5", 0], "count": faces,
                                                             "image": a.image, "face": a.face}}
     g["22"] = {"class_type": "StackedIDFaceDetailer", "inputs": {
-        "images": ["20", 0], "model": ["2", 1], "vae": ["1", 2], "face_analysis": ["21", 0], "negative": ["7", 0],
+        "images": ["20", 0], "model": ["2", 1], "vae": ["1", 2], "face_analysis": ["21", 0],
+        "negative": ["7", 0],
         "positive_1": ["6", 0], "identity_1": ["5", 0], "seed": seed, "steps": a.steps, "cfg": 5.0,
         "sampler_name": "euler", "scheduler": "normal", "denoise": a.denoise, "crop_padding": 0.5,
         "working_size": a.size, "min_face_size": 8, "match_threshold": 0.3, "feather": 16}}

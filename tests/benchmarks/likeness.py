@@ -45,8 +45,8 @@ DEFAULT_PROMPTS = ["a photo of a person img, portrait, natural light",
                    "a photo of a person img reading in a cafe, film grain",
                    "a watercolor painting of a person img, smiling"]
 NEGATIVE = ("nsfw, lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, "
-            "cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, "
-            "blurry")
+            "cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, "
+            "username, blurry")
 PHOTO_EXTS = {".png", ".jpg", ".jpeg", ".webp"}
 PHOTO_SIZE = 512  # ID photos are centre-cropped square and resized to this (the CLIP branch crops anyway)
 LOO = "photos (leave-one-out)"
@@ -69,10 +69,12 @@ def read_people(folder: Path) -> dict[str, list[Path]]:
 def read_prompts(path: str | None) -> list[str]:
     if not path:
         return list(DEFAULT_PROMPTS)
-    prompts = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    prompts = [ln.strip() for ln in Path(path).read_text().splitlines()
+               if ln.strip() and not ln.startswith("#")]
     bad = [p for p in prompts if " img" not in p]
     if bad:
-        raise SystemExit(f"prompts need the trigger word after the class word (e.g. 'a woman img'): {bad[:3]}")
+        raise SystemExit("prompts need the trigger word after the class word "
+                         f"(e.g. 'a woman img'): {bad[:3]}")
     return prompts
 
 
@@ -111,7 +113,8 @@ def write_tiny_inputs(root: Path) -> tuple[Path, dict]:
     pm_dir = root / "photomaker"
     pm_dir.mkdir()
     lora = pm_weights.make_lora_state_dict("tiny", seed=13)
-    pm_weights.write_nested_bin(pm_dir / "tiny-v1.bin", pm_weights.make_encoder_state_dict("v1", "tiny", seed=11), lora)
+    pm_weights.write_nested_bin(pm_dir / "tiny-v1.bin",
+                                pm_weights.make_encoder_state_dict("v1", "tiny", seed=11), lora)
     pm_weights.write_flat_safetensors(pm_dir / "tiny-v2.safetensors",
                                       pm_weights.make_encoder_state_dict("v2", "tiny", seed=12), lora)
     folder_paths.add_model_folder_path("photomaker", str(pm_dir), is_default=True)
@@ -162,28 +165,33 @@ def graph(a, models: dict, version: str, person: str, prompt: str, seed: int, ta
               {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": a.checkpoint}})
     return {
         "1": loader,
-        "2": {"class_type": "StackedIDLoader", "inputs": {"photomaker_file": models[version], "model": ["1", 0],
-                                                          "lora_strength": 1.0}},
-        "3": {"class_type": "StackedIDFaceAnalysisLoader", "inputs": {"model_pack": models["insightface"],
-                                                                      "provider": a.provider, "det_size": 640}},
+        "2": {"class_type": "StackedIDLoader",
+              "inputs": {"photomaker_file": models[version], "model": ["1", 0], "lora_strength": 1.0}},
+        "3": {"class_type": "StackedIDFaceAnalysisLoader",
+              "inputs": {"model_pack": models["insightface"], "provider": a.provider, "det_size": 640}},
         "4": {"class_type": "PMLikenessPhotos", "inputs": {"person": person}},
-        "5": {"class_type": "StackedIDEncode", "inputs": {"encoder": ["2", 0], "images": ["4", 0],
-                                                          "face_analysis": ["3", 0], "no_face": "skip",
-                                                          "face_select": "best score", "crop_to_face": False}},
-        "6": {"class_type": "StackedIDApply", "inputs": {"clip": ["1", 1], "encoder": ["2", 0], "identity": ["5", 0],
-                                                         "text": prompt, "trigger_word": "img",
-                                                         "style_strength": a.style_strength, "identity_strength": 1.0}},
+        "5": {"class_type": "StackedIDEncode",
+              "inputs": {"encoder": ["2", 0], "images": ["4", 0],
+                         "face_analysis": ["3", 0], "no_face": "skip",
+                         "face_select": "best score", "crop_to_face": False}},
+        "6": {"class_type": "StackedIDApply",
+              "inputs": {"clip": ["1", 1], "encoder": ["2", 0], "identity": ["5", 0],
+                         "text": prompt, "trigger_word": "img",
+                         "style_strength": a.style_strength, "identity_strength": 1.0}},
         "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": NEGATIVE}},
-        "8": {"class_type": "EmptyLatentImage", "inputs": {"width": a.size, "height": a.size, "batch_size": 1}},
-        "9": {"class_type": "KSampler", "inputs": {"model": ["2", 1], "positive": ["6", 0], "negative": ["7", 0],
-                                                   "latent_image": ["8", 0], "seed": seed, "steps": a.steps,
-                                                   "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
-                                                   "denoise": 1.0}},
+        "8": {"class_type": "EmptyLatentImage",
+              "inputs": {"width": a.size, "height": a.size, "batch_size": 1}},
+        "9": {"class_type": "KSampler",
+              "inputs": {"model": ["2", 1], "positive": ["6", 0], "negative": ["7", 0],
+                         "latent_image": ["8", 0], "seed": seed, "steps": a.steps,
+                         "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
+                         "denoise": 1.0}},
         "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
         "11": {"class_type": "PMLikenessSink", "inputs": {"images": ["10", 0], "tag": f"{tag}|plain"}},
         "12": {"class_type": "StackedIDFaceDetailer", "inputs": {
-            "images": ["10", 0], "model": ["2", 1], "vae": ["1", 2], "face_analysis": ["3", 0], "negative": ["7", 0],
-            "positive_1": ["6", 0], "identity_1": ["5", 0], "seed": seed, "steps": a.detailer_steps, "cfg": 5.0,
+            "images": ["10", 0], "model": ["2", 1], "vae": ["1", 2], "face_analysis": ["3", 0],
+            "negative": ["7", 0], "positive_1": ["6", 0], "identity_1": ["5", 0], "seed": seed,
+            "steps": a.detailer_steps, "cfg": 5.0,
             "sampler_name": "euler", "scheduler": "normal", "denoise": a.denoise, "crop_padding": 0.5,
             "working_size": a.working_size, "min_face_size": a.min_face, "match_threshold": a.threshold,
             "feather": 16}},
@@ -221,7 +229,8 @@ def table(summary: dict, methods: list[str]) -> str:
     width = max(len(p) for p in summary) + 2
     lines = [f"{'person':<{width}}" + "".join(f"{m:>34}" for m in methods)]
     for person, row in summary.items():
-        lines.append(f"{person:<{width}}" + "".join(f"{fmt(row[m]) if m in row else '-':>34}" for m in methods))
+        lines.append(f"{person:<{width}}"
+                     + "".join(f"{fmt(row[m]) if m in row else '-':>34}" for m in methods))
     return "\n".join(lines)
 
 
@@ -244,23 +253,28 @@ def contact_sheet(summary: dict, methods: list[str], cells: list[dict], photos: 
         return "no face" if s is None else f"{s:.3f}"
 
     h = ["<!doctype html><meta charset='utf-8'><title>PhotoMaker likeness</title>",
-         ("<style>body{font:14px sans-serif;background:#181818;color:#ddd}td,th{padding:4px;vertical-align:top}"
+         ("<style>body{font:14px sans-serif;background:#181818;color:#ddd}"
+          "td,th{padding:4px;vertical-align:top}"
           "img{display:block}table{border-collapse:collapse}th{text-align:left}</style>"),
-         f"<h1>PhotoMaker likeness: Face Sim. per person and method</h1><p>{html.escape(json.dumps(meta))}</p>",
-         "<table border=1><tr><th>person</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in methods) + "</tr>"]
+         "<h1>PhotoMaker likeness: Face Sim. per person and method</h1>"
+         f"<p>{html.escape(json.dumps(meta))}</p>",
+         "<table border=1><tr><th>person</th>"
+         + "".join(f"<th>{html.escape(m)}</th>" for m in methods) + "</tr>"]
     for person, row in summary.items():
         h.append(f"<tr><td>{html.escape(person)}</td>" +
-                 "".join(f"<td>{html.escape(fmt(row[m])) if m in row else '-'}</td>" for m in methods) + "</tr>")
+                 "".join(f"<td>{html.escape(fmt(row[m])) if m in row else '-'}</td>" for m in methods)
+                 + "</tr>")
     h.append("</table>")
     gen_methods = [m for m in methods if m != LOO]
     for person, own in photos.items():
         h.append(f"<h2>{html.escape(person)}</h2><div style='display:flex;gap:4px'>" +
                  "".join(f"<img src='{png_data_uri(p, 128)}'>" for p in own) + "</div>")
-        h.append("<table><tr><th>prompt / seed</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in gen_methods) + "</tr>")
+        h.append("<table><tr><th>prompt / seed</th>"
+                 + "".join(f"<th>{html.escape(m)}</th>" for m in gen_methods) + "</tr>")
         for c in (c for c in cells if c["person"] == person):
             h.append(f"<tr><td>{html.escape(c['prompt'])}<br>seed {c['seed']}</td>" + "".join(
-                f"<td><img src='{png_data_uri(c['images'][m])}'>{score(c['scores'][m])}</td>" if m in c["images"]
-                else "<td>-</td>" for m in gen_methods) + "</tr>")
+                f"<td><img src='{png_data_uri(c['images'][m])}'>{score(c['scores'][m])}</td>"
+                if m in c["images"] else "<td>-</td>" for m in gen_methods) + "</tr>")
         h.append("</table>")
     return "\n".join(h)
 
@@ -296,7 +310,8 @@ def main(argv=None):
     ap.add_argument("--denoise", type=float, default=0.45, help="detailer denoise")
     ap.add_argument("--working-size", type=int, default=1024, help="detailer working size")
     ap.add_argument("--min-face", type=int, default=32)
-    ap.add_argument("--threshold", type=float, default=-1.0, help="detailer match threshold (one person per image: -1, every face)")
+    ap.add_argument("--threshold", type=float, default=-1.0,
+                    help="detailer match threshold (one person per image: -1, every face)")
     ap.add_argument("--cpu", action="store_true")
     ap.add_argument("--tiny", action="store_true", help="synthetic people, tiny random models: plumbing only")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "test-artifacts" / "likeness"))
@@ -356,7 +371,8 @@ def main(argv=None):
                             scores[person].setdefault(method, []).append(s)
                     cells.append(cell)
                     print(f"[likeness] {person} seed {seed} '{prompt[:40]}': " + ", ".join(
-                        f"{m} {'no face' if s is None else f'{s:.3f}'}" for m, s in cell["scores"].items()), flush=True)
+                        f"{m} {'no face' if s is None else f'{s:.3f}'}" for m, s in cell["scores"].items()),
+                        flush=True)
 
     summary = summarise(scores)
     meta = {"tiny": a.tiny, "size": a.size, "steps": a.steps, "seeds": a.seeds, "prompts": len(prompts),
@@ -364,11 +380,14 @@ def main(argv=None):
             "models": models, "seconds": round(time.perf_counter() - t0, 1)}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "likeness.json").write_text(json.dumps({"meta": meta, "summary": summary, "scores": scores}, indent=1))
+    (out / "likeness.json").write_text(
+        json.dumps({"meta": meta, "summary": summary, "scores": scores}, indent=1))
     (out / "likeness.html").write_text(contact_sheet(summary, methods, cells,
                                                      {p: _CAPTURED["photos"][p] for p in scores}, meta))
-    print("\nFace Sim. (mean ± spread over prompts x seeds; ArcFace cosine vs the mean of the person's photos)"
-          + ("\nTINY RANDOM MODELS: the numbers are meaningless, only the plumbing is checked" if a.tiny else ""))
+    print("\nFace Sim. (mean ± spread over prompts x seeds; "
+          "ArcFace cosine vs the mean of the person's photos)"
+          + ("\nTINY RANDOM MODELS: the numbers are meaningless, only the plumbing is checked"
+             if a.tiny else ""))
     print(table(summary, methods))
     print(f"\n{out / 'likeness.json'}\n{out / 'likeness.html'}")
     return 0

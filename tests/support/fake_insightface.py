@@ -220,7 +220,7 @@ def write_pack(pack_dir: str | os.PathLike, det_name: str = DET_NAME,
         _CACHE["rec"] = build_recognizer().SerializeToString()
     os.makedirs(pack_dir, exist_ok=True)
     paths = (os.path.join(pack_dir, det_name), os.path.join(pack_dir, rec_name))
-    for path, key in zip(paths, ("det", "rec")):
+    for path, key in zip(paths, ("det", "rec"), strict=True):
         with open(path, "wb") as fh:
             fh.write(_CACHE[key])
     return paths

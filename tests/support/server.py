@@ -41,7 +41,8 @@ class ComfyServer:
         if not link.exists():
             link.symlink_to(host.REPO_ROOT, target_is_directory=True)
         if with_tiny_pack and not (custom / "pm_tiny_pack").exists():
-            (custom / "pm_tiny_pack").symlink_to(Path(__file__).parent / "tiny_pack", target_is_directory=True)
+            (custom / "pm_tiny_pack").symlink_to(Path(__file__).parent / "tiny_pack",
+                                                 target_is_directory=True)
         args = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                 "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:",
                 "--disable-auto-launch"]
@@ -56,7 +57,8 @@ class ComfyServer:
     def start(self, timeout: float = 120.0) -> "ComfyServer":
         env = dict(os.environ, OMP_NUM_THREADS="1")  # server and test client share 2 cores
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.args, cwd=self.root, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(self.args, cwd=self.root, stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

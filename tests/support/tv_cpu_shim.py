@@ -18,7 +18,7 @@ def define_schemas():
     if _LIB is not None:
         return
     try:
-        torch.ops.torchvision.nms  # the real extension loaded: nothing to do
+        torch.ops.torchvision.nms  # noqa: B018 -- the lookup is the probe; the real extension loaded: nothing to do
         return
     except (AttributeError, RuntimeError):
         pass

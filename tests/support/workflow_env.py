@@ -137,7 +137,8 @@ def pose_image(size: int = 512):
     joints = {"head": (8, 3), "neck": (8, 5), "hip": (8, 10), "l_hand": (4, 8), "r_hand": (12, 8),
               "l_foot": (6, 15), "r_foot": (10, 15)}
     limbs = [("head", "neck", (255, 0, 0)), ("neck", "hip", (0, 255, 0)), ("neck", "l_hand", (255, 170, 0)),
-             ("neck", "r_hand", (0, 170, 255)), ("hip", "l_foot", (170, 0, 255)), ("hip", "r_foot", (255, 0, 170))]
+             ("neck", "r_hand", (0, 170, 255)), ("hip", "l_foot", (170, 0, 255)),
+             ("hip", "r_foot", (255, 0, 170))]
     for a, b, colour in limbs:
         (xa, ya), (xb, yb) = joints[a], joints[b]
         d.line([(xa * u, ya * u), (xb * u, yb * u)], fill=colour, width=max(2, int(u / 2)))
@@ -171,7 +172,8 @@ def build_tiny_controlnet(path, seed: int = 5) -> Path:
 
     config = {k: v for k, v in tiny_sdxl.TINY_UNET_CONFIG.items()
               if k not in ("out_channels", "transformer_depth_output")}
-    config.update(hint_channels=3, num_heads=-1, num_head_channels=32, operations=comfy.ops.disable_weight_init)
+    config.update(hint_channels=3, num_heads=-1, num_head_channels=32,
+                  operations=comfy.ops.disable_weight_init)
     with torch.inference_mode(False):
         net = comfy.cldm.cldm.ControlNet(**config)
         tiny_sdxl.init_weights_(net, seed=seed)

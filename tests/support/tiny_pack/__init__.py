@@ -61,8 +61,9 @@ class TinySD15Loader:
         import comfy.supported_models
 
         if "sd15" not in _CACHE:
-            cfg = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
-                   "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 32,
+            cfg = {"use_checkpoint": False, "image_size": 32, "out_channels": 4,
+                   "use_spatial_transformer": True, "legacy": False, "adm_in_channels": None,
+                   "in_channels": 4, "model_channels": 32,
                    "num_res_blocks": [1, 1], "transformer_depth": [1, 1], "channel_mult": [1, 2],
                    "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": 768,
                    "num_heads": 8, "transformer_depth_output": [1, 1, 1, 1],
