@@ -11,13 +11,15 @@ setup:
 	bash scripts/setup_env.sh
 
 # The default suite: library, host integration on ComfyUI 0.3.75, the full-size numerics
-# (marked slow), then the host tests again on ComfyUI 0.3.52 and 0.33.0.
+# (marked slow), then the host tests again on ComfyUI 0.3.52 and 0.33.0, then the linter.
 test: setup
 	@echo "== ComfyUI 0.3.75: full suite =="
 	$(PYTEST) tests -q
 	@echo "== ComfyUI 0.3.52: host tests =="
 	PM_COMFY_VERSION=0.3.52 $(PYTEST) tests -q -m "host and not slow"
 	@$(MAKE) --no-print-directory test-host-033
+	@echo "== ruff (pyproject.toml [tool.ruff]) =="
+	$(PY) -m ruff check .
 
 test-fast: setup
 	$(PYTEST) tests -q -m "not slow"
