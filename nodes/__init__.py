@@ -1,13 +1,14 @@
-"""The pack's V3 nodes (thin: the work is in photomaker_core and nodes/host.py)."""
+"""The pack's V3 nodes (thin: the work is in photomaker_core; this package adds only what needs the
+host: sockets, model folders, the managed encoder, progress bars and input-named errors)."""
 from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import host
+from . import folders
 from .apply import StackedIDApply, StackedIDStyle
 from .apply_batch import StackedIDApplyBatch
 from .detailer import StackedIDFaceDetailer
-from .face_tools import StackedIDFaceSimilarity
+from .face_similarity import StackedIDFaceSimilarity
 from .identity import StackedIDEncode, StackedIDLoad, StackedIDSave, StackedIDStack
 from .keypoints import StackedIDFaceKeypoints
 from .loaders import StackedIDFaceAnalysisLoader, StackedIDLoader
@@ -25,5 +26,5 @@ class StackedIDExtension(ComfyExtension):
 
 
 async def comfy_entrypoint() -> StackedIDExtension:
-    host.register_folders()
+    folders.register_folders()
     return StackedIDExtension()

@@ -4,9 +4,10 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..photomaker_core import styles
+from .apply_inputs import model_inputs, prompt_inputs
 from .conditioning import Binding, build_conditioning
 from .regions import build_regional_conditioning, region_masks
-from .types import CATEGORY, Encoder, Identity
+from .sockets import CATEGORY, IdentitySocket
 
 
 class StackedIDApply(io.ComfyNode):
@@ -23,26 +24,14 @@ class StackedIDApply(io.ComfyNode):
                         "conditioning after style_strength of the schedule; output 2 is the text-only "
                         "conditioning (for ControlNet, as the reference).",
             inputs=[
-                io.Clip.Input("clip", tooltip="The SDXL CLIP."),
-                Encoder.Input("encoder", tooltip="From PhotoMaker Loader."),
-                Identity.Input("identity",
-                               tooltip="From Encode Identity, Stack Identities or Load Identity."),
-                io.String.Input("text", multiline=True, dynamic_prompts=True,
-                                default="a photo of a man img, portrait, natural light",
-                                tooltip="The prompt. Put the trigger word right after the class word "
-                                        "(man, woman, girl, boy, person...)."),
-                io.String.Input("trigger_word", default="img",
-                                tooltip="Marks the class word the identity binds to "
-                                        "(whole word, case-insensitive)."),
-                io.Float.Input("style_strength", default=0.2, min=0.0, max=1.0, step=0.01,
-                               tooltip="Share of the sampling schedule that uses the text-only prompt "
-                                       "before the identity takes over (reference: 20 %). Higher = more "
-                                       "stylisation, less likeness."),
-                io.Float.Input("identity_strength", default=1.0, min=0.0, max=2.0, step=0.05,
-                               tooltip="Blend of the fused class-word rows: 1 = reference, 0 = plain text."),
-                Identity.Input("identity_2", optional=True,
-                               tooltip="A second person, bound to trigger_word_2 "
-                                       "('a man img and a woman img2')."),
+                *model_inputs(),
+                IdentitySocket.Input("identity",
+                                     tooltip="From Encode Identity, Stack Identities or Load Identity."),
+                *prompt_inputs("a photo of a man img, portrait, natural light", "The prompt.",
+                               "the identity"),
+                IdentitySocket.Input("identity_2", optional=True,
+                                     tooltip="A second person, bound to trigger_word_2 "
+                                             "('a man img and a woman img2')."),
                 io.String.Input("trigger_word_2", default="img2", optional=True,
                                 tooltip="Trigger word of identity_2."),
                 io.Mask.Input("mask", optional=True,

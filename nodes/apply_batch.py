@@ -19,9 +19,10 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..photomaker_core.conditioning import batch_schedule
+from .apply_inputs import model_inputs, prompt_inputs
 from .conditioning import Binding, encode_id_prompt, fuse_bindings, tokenize_prompt
-from .host import NodeInputError
-from .types import CATEGORY, Encoder, Identity
+from .errors import NodeInputError
+from .sockets import CATEGORY, IdentitySocket
 
 MAX_IDENTITIES = 4
 
@@ -48,9 +49,9 @@ class StackedIDApplyBatch(io.ComfyNode):
 
     @classmethod
     def define_schema(cls):
-        ids = [Identity.Input(f"identity_{i}", optional=i > 1,
-                              tooltip=f"Identity of batch item {i} (latent {i} of the batch). Connect the "
-                                      f"identities in order, without gaps.")
+        ids = [IdentitySocket.Input(f"identity_{i}", optional=i > 1,
+                                    tooltip=f"Identity of batch item {i} (latent {i} of the batch). "
+                                            f"Connect the identities in order, without gaps.")
                for i in range(1, MAX_IDENTITIES + 1)]
         return io.Schema(
             node_id="StackedIDApplyBatch",
@@ -61,24 +62,13 @@ class StackedIDApplyBatch(io.ComfyNode):
                         "identity alone. The latent batch must have as many items as identities are "
                         "connected (or a multiple: the identities then repeat in order, 1, 2, 1, 2...).",
             inputs=[
-                io.Clip.Input("clip", tooltip="The SDXL CLIP."),
-                Encoder.Input("encoder", tooltip="From PhotoMaker Loader."),
+                *model_inputs(),
                 io.Latent.Input("latent", tooltip="The latent batch you sample (e.g. Empty Latent Image with "
                                                   "batch_size = number of identities); only its batch size "
                                                   "is used, to check the counts. Passed through."),
                 *ids[:1],
-                io.String.Input("text", multiline=True, dynamic_prompts=True,
-                                default="a photo of a person img, portrait, natural light",
-                                tooltip="The prompt template shared by every batch item. Put the trigger "
-                                        "word right after the class word (person, man, woman...)."),
-                io.String.Input("trigger_word", default="img",
-                                tooltip="Marks the class word each identity binds to (whole word, "
-                                        "case-insensitive)."),
-                io.Float.Input("style_strength", default=0.2, min=0.0, max=1.0, step=0.01,
-                               tooltip="Share of the schedule that uses the text-only prompt before the "
-                                       "identities take over (reference: 20 %)."),
-                io.Float.Input("identity_strength", default=1.0, min=0.0, max=2.0, step=0.05,
-                               tooltip="Blend of the fused class-word rows: 1 = reference, 0 = plain text."),
+                *prompt_inputs("a photo of a person img, portrait, natural light",
+                               "The prompt template shared by every batch item.", "each identity"),
                 *ids[1:],
             ],
             outputs=[

@@ -5,19 +5,11 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 
-import torch
-
 from ..photomaker_core import conditioning as cond_maths
 from ..photomaker_core.errors import PhotoMakerError
-from ..photomaker_core.tokens import (
-    Trigger,
-    TriggerError,
-    expand_tokens,
-    host_layout,
-    spec_from_vocab,
-    strip_special,
-)
-from .host import NodeInputError, require_sdxl_clip
+from ..photomaker_core.tokens import Trigger, expand_tokens, host_layout, spec_from_vocab, strip_special
+from .errors import NodeInputError, input_errors
+from .input_checks import require_sdxl_clip
 
 _SPECS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -90,13 +82,10 @@ def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str
     sd_tok = require_sdxl_clip(clip, node)
     _check_bindings(node, encoder, bindings)
     specs = tokenizer_specs(sd_tok)
-    try:
+    # Any failure of the host's tokenizer (e.g. IndexError on a bare trailing "embedding:") is the text's.
+    with input_errors(node, "text", catch=Exception, message=_tokenizer_failure):
         tokens = clip.tokenize(text, return_word_ids=True)
-    except Exception as e:  # the host's tokenizer, e.g. IndexError on a bare trailing "embedding:"
-        raise NodeInputError(node, "text",
-                             f"ComfyUI's tokenizer failed on this prompt ({type(e).__name__}: {e}); "
-                             f"check its embedding: names and brackets") from e
-    id_triggers = [_trigger(node, sd_tok, b, b.identity.num_tokens if only in (None, b.trigger) else 1)
+    id_triggers = [_trigger(node, sd_tok, b, b.identity.total_tokens if only in (None, b.trigger) else 1)
                    for b in bindings]
     seen = {}
     for b, t in zip(bindings, id_triggers, strict=True):  # "img" and "IMG" too: the tokenizer lowercases
@@ -108,41 +97,38 @@ def tokenize_prompt(node: str, clip, encoder, bindings: list[Binding], text: str
         seen[t.ids] = b.trigger
     text_triggers = [Trigger(t.name, t.ids, 1) for t in id_triggers]
     layout = host_layout(lambda skeleton: clip.tokenize(skeleton, return_word_ids=True))
-    try:
+    with input_errors(node, "text"):
         id_tokens, positions = expand_tokens(tokens, specs, id_triggers, layout)
         text_tokens, _ = expand_tokens(tokens, specs, text_triggers, layout)
-    except TriggerError as e:
-        raise NodeInputError(node, "text", str(e)) from e
     return id_tokens, text_tokens, positions
+
+
+def _tokenizer_failure(err: Exception) -> str:
+    return (f"ComfyUI's tokenizer failed on this prompt ({type(err).__name__}: {err}); "
+            f"check its embedding: names and brackets")
 
 
 def _trigger(node: str, sd_tok, binding: Binding, repeat: int) -> Trigger:
     """The binding's Trigger (its class word written `repeat` times)."""
-    try:
+    with input_errors(node, binding.trigger_input):  # e.g. a word the tokenizer turns into no tokens
         return Trigger(binding.trigger, trigger_ids(sd_tok, binding.trigger), repeat)
-    except TriggerError as e:  # e.g. a trigger word the tokenizer turns into no tokens at all
-        raise NodeInputError(node, binding.trigger_input, str(e)) from e
 
 
 def fuse_bindings(node: str, encoder, bindings: list[Binding], id_cond, positions, identity_strength: float):
     """The expanded prompt's encoding with each binding's class-word rows fused with its ID tokens
     (a new tensor)."""
-    if not torch.isfinite(id_cond).all():
-        raise NodeInputError(node, "text",
-                             "the prompt's weights make the CLIP output NaN or infinite (e.g. "
-                             "(word:1e39), (word:inf)): use ordinary weights such as (word:1.2)")
-    rows, tokens, weights = cond_maths.gather_rows(
-        [(positions[b.trigger], b.identity.flat_tokens(), b.identity.flat_weights()) for b in bindings],
-        identity_strength)
-    try:
-        fused = encoder.fuse(id_cond, rows, tokens, weights)
-    except PhotoMakerError as e:
-        raise NodeInputError(node, _failing_identity(encoder, bindings, id_cond, positions), str(e)) from e
-    if not torch.isfinite(fused).all():
-        raise NodeInputError(node, "text",
-                             "fusing the identity gave NaN or infinite values: a prompt weight is "
-                             "extreme (e.g. (man:1e30) on the class word); use ordinary weights "
-                             "such as (word:1.2)")
+    with input_errors(node, "text"):
+        cond_maths.require_finite(id_cond, "the prompt's weights make the CLIP output NaN or infinite "
+                                           "(e.g. (word:1e39), (word:inf)): use ordinary weights such as "
+                                           "(word:1.2)")
+        rows, tokens, weights = cond_maths.gather_rows(
+            [(positions[b.trigger], b.identity.flat_tokens(), b.identity.flat_weights()) for b in bindings],
+            identity_strength)
+        with input_errors(node, lambda _err: _failing_identity(encoder, bindings, id_cond, positions)):
+            fused = encoder.fuse(id_cond, rows, tokens, weights)
+        cond_maths.require_finite(fused, "fusing the identity gave NaN or infinite values: a prompt weight "
+                                         "is extreme (e.g. (man:1e30) on the class word); use ordinary "
+                                         "weights such as (word:1.2)")
     return fused
 
 
@@ -162,7 +148,7 @@ def _check_bindings(node: str, encoder, bindings: list[Binding]) -> None:
         if not word or any(c.isspace() for c in word):
             raise NodeInputError(node, b.trigger_input, f"{b.trigger!r} is not a trigger word: use one word "
                                                         "without spaces, e.g. 'img'")
-        if b.identity.num_tokens < 1:  # a hand-made identity; saved ones with no image are refused at load
+        if b.identity.total_tokens < 1:  # a hand-made identity; saved ones with no image are refused at load
             raise NodeInputError(node, b.input_name,
                                  "this identity holds no images: encode at least one photo")
         if b.identity.version != encoder.version:

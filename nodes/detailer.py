@@ -18,9 +18,10 @@ from comfy_api.latest import io
 from ..photomaker_core import detailer as core
 from ..photomaker_core.face_pipeline import detect_batch
 from ..photomaker_core.preprocess import to_rgb
-from .host import NodeInputError
+from .errors import NodeInputError
+from .input_checks import require_images
 from .progress import progress_callback
-from .types import CATEGORY, FaceAnalysis, Identity
+from .sockets import CATEGORY, FaceAnalysisSocket, IdentitySocket
 
 log = logging.getLogger("photomaker_stackedid")
 
@@ -34,9 +35,9 @@ def _pair_inputs() -> list:
         ins.append(io.Conditioning.Input(f"positive_{k}", optional=k > 1,
                                          tooltip=f"The PhotoMaker Apply output made with identity_{k}: faces "
                                                  f"matched to identity_{k} are re-sampled with it."))
-        ins.append(Identity.Input(f"identity_{k}", optional=k > 1,
-                                  tooltip=f"Identity {k} (encoded with face_analysis connected, so it "
-                                          f"carries ArcFace embeddings): faces are matched to it."))
+        ins.append(IdentitySocket.Input(f"identity_{k}", optional=k > 1,
+                                        tooltip=f"Identity {k} (encoded with face_analysis connected, so it "
+                                                f"carries ArcFace embeddings): faces are matched to it."))
     return ins
 
 
@@ -58,7 +59,7 @@ class StackedIDFaceDetailer(io.ComfyNode):
                 io.Model.Input("model",
                                tooltip="The model from PhotoMaker Loader (with the PhotoMaker LoRA)."),
                 io.Vae.Input("vae", tooltip="The SDXL VAE."),
-                FaceAnalysis.Input("face_analysis", tooltip="From PhotoMaker InsightFace Loader."),
+                FaceAnalysisSocket.Input("face_analysis", tooltip="From PhotoMaker InsightFace Loader."),
                 io.Conditioning.Input("negative", tooltip="Negative prompt, shared by every face."),
                 *_pair_inputs(),
                 io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
@@ -103,8 +104,7 @@ class StackedIDFaceDetailer(io.ComfyNode):
     def execute(cls, images, model, vae, face_analysis, negative, seed, steps, cfg, sampler_name, scheduler,
                 denoise, crop_padding, working_size, min_face_size, match_threshold, feather,
                 **pairs) -> io.NodeOutput:
-        if images is None or images.ndim != 4 or 0 in images.shape:
-            raise NodeInputError(cls.NAME, "images", "expected a non-empty IMAGE batch")
+        require_images(cls.NAME, "images", images)
         positives, references = cls._pairs(pairs)
         settings = core.DetailSettings(padding=crop_padding, working_size=working_size,
                                        min_face_size=min_face_size, threshold=match_threshold,

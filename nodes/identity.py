@@ -4,19 +4,17 @@ from __future__ import annotations
 import logging
 import os
 
-import torch
-
 import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
-from ..photomaker_core.errors import PhotoMakerError
-from ..photomaker_core.face_pipeline import NoFaceError, prepare_id_photos
-from ..photomaker_core.identity import Identity as IdentityData
-from ..photomaker_core.identity import load_identity, save_identity, stack_identities
-from . import host
+from ..photomaker_core.face_pipeline import prepare_id_photos
+from ..photomaker_core.identity import Identity, load_identity, save_identity, stack_identities
+from .errors import NodeInputError, input_errors
+from .folders import IDENTITY_FOLDER
+from .input_checks import require_images
 from .progress import progress_callback
-from .types import CATEGORY, Encoder, FaceAnalysis, Identity
+from .sockets import CATEGORY, EncoderSocket, FaceAnalysisSocket, IdentitySocket
 
 log = logging.getLogger("photomaker_stackedid")
 
@@ -33,12 +31,13 @@ class StackedIDEncode(io.ComfyNode):
             description="Encodes photos of one person into an IDENTITY (one batched pass of the vision "
                         "tower; prompt edits downstream never re-run it).",
             inputs=[
-                Encoder.Input("encoder", tooltip="From PhotoMaker Loader."),
+                EncoderSocket.Input("encoder", tooltip="From PhotoMaker Loader."),
                 io.Image.Input("images", tooltip="Photos of the person (batch; any size, RGBA/grayscale ok). "
                                                  "The face should fill most of each image."),
-                FaceAnalysis.Input("face_analysis", optional=True,
-                                   tooltip="InsightFace models; required for V2 (ArcFace), optional for V1 "
-                                           "(then faces are checked and stored for similarity scoring)."),
+                FaceAnalysisSocket.Input(
+                    "face_analysis", optional=True,
+                    tooltip="InsightFace models; required for V2 (ArcFace), optional for V1 "
+                            "(then faces are checked and stored for similarity scoring)."),
                 io.Combo.Input("no_face", options=["error", "skip"], default="error",
                                tooltip="When an image has no detectable face: stop with an error naming it, "
                                        "or leave it out of the identity."),
@@ -49,8 +48,8 @@ class StackedIDEncode(io.ComfyNode):
                                          "reference's whole-image behaviour)."),
             ],
             outputs=[
-                Identity.Output("identity", display_name="identity",
-                                tooltip="Per-image ID tokens, version, image count, provenance."),
+                IdentitySocket.Output("identity", display_name="identity",
+                                      tooltip="Per-image ID tokens, version, image count, provenance."),
                 io.Image.Output("preview", display_name="preview",
                                 tooltip="The images that were encoded, detected face boxes drawn."),
             ],
@@ -60,41 +59,30 @@ class StackedIDEncode(io.ComfyNode):
     @classmethod
     def execute(cls, encoder, images, face_analysis=None, no_face="error", face_select="best score",
                 crop_to_face=False) -> io.NodeOutput:
-        if images is None or images.ndim != 4 or images.shape[0] == 0:
-            raise host.NodeInputError(cls.NAME, "images", "expected a non-empty IMAGE batch")
-        if images.shape[1] == 0 or images.shape[2] == 0 or images.shape[3] not in (1, 3, 4):
-            raise host.NodeInputError(cls.NAME, "images",
-                                      f"got an IMAGE of shape {list(images.shape)}: images need "
-                                      f"a height and width of at least 1 pixel and 1, 3 or 4 channels. "
-                                      f"Connect a photo (Load Image).")
+        require_images(cls.NAME, "images", images)
         if encoder.version == "v2" and face_analysis is None:
-            raise host.NodeInputError(cls.NAME, "face_analysis",
-                                      "PhotoMaker V2 needs face embeddings: connect a PhotoMaker InsightFace "
-                                      "Loader (buffalo_l) to face_analysis.")
+            raise NodeInputError(cls.NAME, "face_analysis",
+                                 "PhotoMaker V2 needs face embeddings: connect a PhotoMaker InsightFace "
+                                 "Loader (buffalo_l) to face_analysis.")
         if crop_to_face and face_analysis is None:
-            raise host.NodeInputError(cls.NAME, "crop_to_face",
-                                      "cropping to the face needs face_analysis connected")
+            raise NodeInputError(cls.NAME, "crop_to_face",
+                                 "cropping to the face needs face_analysis connected")
         pbar = comfy.utils.ProgressBar(images.shape[0] + 1,
                                        node_id=cls.hidden.unique_id if cls.hidden else None)
-        try:
+        with input_errors(cls.NAME, "images"):
             photos = prepare_id_photos(images, face_analysis, select=face_select, no_face=no_face,
                                        crop_to_face=crop_to_face, image_size=encoder.model.image_size,
                                        progress=progress_callback(pbar))
-        except NoFaceError as e:
-            raise host.NodeInputError(cls.NAME, "images", str(e)) from e
         for i in photos.skipped:
             log.warning("%s: no face in image %d of %d, skipped", cls.NAME, i + 1, images.shape[0])
         arc = photos.arcface
-        try:
+        # The encoder checks the face embeddings against its own geometry (V2 only reads them).
+        with input_errors(cls.NAME, "face_analysis" if encoder.version == "v2" else "images"):
             tokens = encoder.encode_identity(photos.pixels, arc if encoder.version == "v2" else None)
-        except PhotoMakerError as e:
-            raise host.format_error(cls.NAME, e) from e
         pbar.update(1)
-        identity = IdentityData(
-            tokens=tokens.cpu(), weights=torch.ones(len(photos.kept)), version=encoder.version,
-            arcface=arc, provenance={"encoder_file": encoder.file_name,
-                                     "encoder_fingerprint": encoder.fingerprint,
-                                     "image_count": len(photos.kept), "source_indices": photos.kept})
+        provenance = {"encoder_file": encoder.file_name, "encoder_fingerprint": encoder.fingerprint,
+                      "image_count": len(photos.kept), "source_indices": photos.kept}
+        identity = Identity.encoded(tokens, encoder.version, arc, provenance)
         return io.NodeOutput(identity, photos.previews)
 
 
@@ -105,8 +93,8 @@ class StackedIDStack(io.ComfyNode):
     def define_schema(cls):
         ins = []
         for i in range(1, 5):
-            ins.append(Identity.Input(f"identity_{i}", optional=i > 2,
-                                      tooltip=f"Identity {i} (from Encode Identity or Load Identity)."))
+            ins.append(IdentitySocket.Input(f"identity_{i}", optional=i > 2,
+                                            tooltip=f"Identity {i} (from Encode Identity or Load Identity)."))
             ins.append(io.Float.Input(f"weight_{i}", default=1.0, min=0.0, max=2.0, step=0.05,
                                       tooltip="Per-row fusion weight of this identity's images: 1 = plain "
                                               "stacking, 0 = left out."))
@@ -117,21 +105,20 @@ class StackedIDStack(io.ComfyNode):
             description="Mixes 2-4 identities into one stack (the paper's identity mixing). Each identity's "
                         "fused rows are blended with the plain class word by its weight.",
             inputs=ins,
-            outputs=[Identity.Output("identity", display_name="identity", tooltip="The stacked identity.")],
+            outputs=[IdentitySocket.Output("identity", display_name="identity",
+                                           tooltip="The stacked identity.")],
         )
 
     @classmethod
     def execute(cls, **kw) -> io.NodeOutput:
         pairs = [(kw.get(f"identity_{i}"), kw.get(f"weight_{i}", 1.0)) for i in range(1, 5)]
         pairs = [(ident, w) for ident, w in pairs if ident is not None]
-        try:
+        with input_errors(cls.NAME, "identity_1"):
             return io.NodeOutput(stack_identities([p[0] for p in pairs], [p[1] for p in pairs]))
-        except PhotoMakerError as e:
-            raise host.NodeInputError(cls.NAME, "identity_1", str(e)) from e
 
 
 def identity_files() -> list[str]:
-    return folder_paths.get_filename_list(host.IDENTITY_FOLDER)
+    return folder_paths.get_filename_list(IDENTITY_FOLDER)
 
 
 class StackedIDSave(io.ComfyNode):
@@ -146,7 +133,7 @@ class StackedIDSave(io.ComfyNode):
             description="Saves an IDENTITY as .safetensors into models/photomaker_identities, to reuse "
                         "it without the photos or the vision pass.",
             inputs=[
-                Identity.Input("identity", tooltip="The identity to save."),
+                IdentitySocket.Input("identity", tooltip="The identity to save."),
                 io.String.Input("name", default="identity",
                                 tooltip="File name (no extension); a number is appended if it exists."),
             ],
@@ -157,7 +144,7 @@ class StackedIDSave(io.ComfyNode):
     @classmethod
     def execute(cls, identity, name) -> io.NodeOutput:
         safe = "".join(c for c in name.strip() if c.isalnum() or c in "-_ .").strip(" .") or "identity"
-        folder = folder_paths.get_folder_paths(host.IDENTITY_FOLDER)[0]
+        folder = folder_paths.get_folder_paths(IDENTITY_FOLDER)[0]
         os.makedirs(folder, exist_ok=True)
         path, n = os.path.join(folder, f"{safe}.safetensors"), 1
         while os.path.exists(path):
@@ -180,30 +167,29 @@ class StackedIDLoad(io.ComfyNode):
             inputs=[
                 io.Combo.Input("identity_file", options=identity_files(),
                                tooltip="A file saved by PhotoMaker Save Identity."),
-                Encoder.Input("encoder", optional=True,
-                              tooltip="If connected, the file is checked against this encoder (a warning "
-                                      "when it was made with another PhotoMaker file, an error on a version "
-                                      "mismatch)."),
+                EncoderSocket.Input(
+                    "encoder", optional=True,
+                    tooltip="If connected, the file is checked against this encoder (a warning when it was "
+                            "made with another PhotoMaker file, an error on a version mismatch)."),
             ],
-            outputs=[Identity.Output("identity", display_name="identity", tooltip="The loaded identity.")],
+            outputs=[IdentitySocket.Output("identity", display_name="identity",
+                                           tooltip="The loaded identity.")],
         )
 
     @classmethod
     def execute(cls, identity_file, encoder=None) -> io.NodeOutput:
-        path = folder_paths.get_full_path(host.IDENTITY_FOLDER, identity_file)
+        path = folder_paths.get_full_path(IDENTITY_FOLDER, identity_file)
         if path is None:
-            raise host.NodeInputError(cls.NAME, "identity_file", f"'{identity_file}' not found in "
-                                      f"models/{host.IDENTITY_FOLDER}")
-        try:
+            raise NodeInputError(cls.NAME, "identity_file", f"'{identity_file}' not found in "
+                                 f"models/{IDENTITY_FOLDER}")
+        with input_errors(cls.NAME, "identity_file"):
             identity = load_identity(path)
-        except PhotoMakerError as e:
-            raise host.NodeInputError(cls.NAME, "identity_file", str(e)) from e
         if encoder is not None:
             if encoder.version != identity.version:
-                raise host.NodeInputError(cls.NAME, "identity_file",
-                                          f"'{identity_file}' is a {identity.version.upper()} identity but "
-                                          f"the encoder is {encoder.version.upper()}: load the matching "
-                                          f"PhotoMaker file.")
+                raise NodeInputError(cls.NAME, "identity_file",
+                                     f"'{identity_file}' is a {identity.version.upper()} identity but "
+                                     f"the encoder is {encoder.version.upper()}: load the matching "
+                                     f"PhotoMaker file.")
             made_with = identity.provenance.get("encoder_fingerprint")
             if made_with and made_with != encoder.fingerprint:
                 log.warning("%s: '%s' was made with another PhotoMaker file (%s) than the connected "
@@ -213,5 +199,5 @@ class StackedIDLoad(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(cls, identity_file, encoder=None):
-        path = folder_paths.get_full_path(host.IDENTITY_FOLDER, identity_file)
+        path = folder_paths.get_full_path(IDENTITY_FOLDER, identity_file)
         return os.path.getmtime(path) if path else identity_file

@@ -9,9 +9,9 @@ from comfy_api.latest import io
 
 from ..photomaker_core import keypoints
 from ..photomaker_core.face_pipeline import keypoint_images
-from .face_tools import _check_images
+from .input_checks import require_images
 from .progress import progress_callback
-from .types import CATEGORY, FaceAnalysis
+from .sockets import CATEGORY, FaceAnalysisSocket
 
 log = logging.getLogger("photomaker_stackedid")
 
@@ -30,8 +30,8 @@ class StackedIDFaceKeypoints(io.ComfyNode):
                         "image for a keypoint ControlNet (InstantID style) or an OpenPose ControlNet / "
                         "T2I-Adapter. An image without a face gives a black image and a line in the report.",
             inputs=[
-                FaceAnalysis.Input("face_analysis",
-                                   tooltip="From PhotoMaker InsightFace Loader (buffalo_l)."),
+                FaceAnalysisSocket.Input("face_analysis",
+                                         tooltip="From PhotoMaker InsightFace Loader (buffalo_l)."),
                 io.Image.Input("images",
                                tooltip="Photos to take the face pose from (a batch: one control image "
                                        "each)."),
@@ -53,7 +53,7 @@ class StackedIDFaceKeypoints(io.ComfyNode):
 
     @classmethod
     def execute(cls, face_analysis, images, style="instantid", face_select="largest") -> io.NodeOutput:
-        _check_images(cls.NAME, "images", images)
+        require_images(cls.NAME, "images", images)
         n = int(images.shape[0])
         result = keypoint_images(face_analysis, images, style, face_select,
                                  progress_callback(comfy.utils.ProgressBar(n)))

@@ -7,9 +7,12 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..photomaker_core import read_photomaker_file
-from ..photomaker_core.errors import PhotoMakerError
-from . import host, lora_patch
-from .types import CATEGORY, Encoder, FaceAnalysis
+from . import lora_patch
+from .errors import NodeInputError, input_errors
+from .folders import INSIGHTFACE_FOLDER, PHOTOMAKER_FOLDER
+from .input_checks import require_sdxl_model
+from .managed_encoder import ManagedEncoder, cached_encoder, file_fingerprint
+from .sockets import CATEGORY, EncoderSocket, FaceAnalysisSocket
 
 INSIGHTFACE_PACKS = ("buffalo_l", "antelopev2")
 PROVIDERS = ("auto", "CPU", "CUDA", "ROCm", "CoreML", "DirectML", "OpenVINO")
@@ -28,7 +31,7 @@ class StackedIDLoader(io.ComfyNode):
                         "LoRA applied to the MODEL (a patched clone; the input MODEL is untouched).",
             inputs=[
                 io.Combo.Input("photomaker_file",
-                               options=folder_paths.get_filename_list(host.PHOTOMAKER_FOLDER),
+                               options=folder_paths.get_filename_list(PHOTOMAKER_FOLDER),
                                tooltip="A PhotoMaker file from models/photomaker (photomaker-v1.bin, "
                                        "photomaker-v2.bin or a .safetensors conversion)."),
                 io.Model.Input("model", optional=True,
@@ -39,8 +42,8 @@ class StackedIDLoader(io.ComfyNode):
                                tooltip="Strength of the file's LoRA (1.0 = the reference)."),
             ],
             outputs=[
-                Encoder.Output("encoder", display_name="encoder",
-                               tooltip="The PhotoMaker ID encoder (V1 or V2)."),
+                EncoderSocket.Output("encoder", display_name="encoder",
+                                     tooltip="The PhotoMaker ID encoder (V1 or V2)."),
                 io.Model.Output("patched_model", display_name="model",
                                 tooltip="The MODEL with PhotoMaker's LoRA applied."),
             ],
@@ -48,36 +51,30 @@ class StackedIDLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, photomaker_file, model=None, lora_strength=1.0) -> io.NodeOutput:
-        path = folder_paths.get_full_path(host.PHOTOMAKER_FOLDER, photomaker_file)
+        path = folder_paths.get_full_path(PHOTOMAKER_FOLDER, photomaker_file)
         if path is None:
-            raise host.NodeInputError(cls.NAME, "photomaker_file",
-                                      f"'{photomaker_file}' not found in models/photomaker "
-                                      f"({', '.join(folder_paths.get_folder_paths(host.PHOTOMAKER_FOLDER))})"
-                                      f".")
+            raise NodeInputError(cls.NAME, "photomaker_file",
+                                 f"'{photomaker_file}' not found in models/photomaker "
+                                 f"({', '.join(folder_paths.get_folder_paths(PHOTOMAKER_FOLDER))}).")
         if model is not None:
-            host.require_sdxl_model(model, cls.NAME)
+            require_sdxl_model(model, cls.NAME)
         stat = os.stat(path)
         key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
-        try:
+        with input_errors(cls.NAME, "photomaker_file"):
             weights = read_photomaker_file(path)
-        except PhotoMakerError as e:
-            raise host.NodeInputError(cls.NAME, "photomaker_file", str(e)) from e
-        if not weights.has_encoder:
-            raise host.NodeInputError(cls.NAME, "photomaker_file",
-                                      f"'{photomaker_file}' holds only a LoRA, no ID encoder. Use the full "
-                                      f"photomaker-v1.bin / photomaker-v2.bin file.")
-        try:
-            encoder = host.cached_encoder(key, lambda: host.ManagedEncoder(
-                weights.encoder, photomaker_file, host.file_fingerprint(path)))
-        except PhotoMakerError as e:
-            raise host.NodeInputError(cls.NAME, "photomaker_file", str(e)) from e
+            if not weights.has_encoder:
+                raise NodeInputError(cls.NAME, "photomaker_file",
+                                     f"'{photomaker_file}' holds only a LoRA, no ID encoder. Use the full "
+                                     f"photomaker-v1.bin / photomaker-v2.bin file.")
+            encoder = cached_encoder(key, lambda: ManagedEncoder(weights.encoder, photomaker_file,
+                                                                 file_fingerprint(path)))
         weights.encoder = None  # drop the raw tensors: the encoder owns its (converted) copy
         out_model = missing_model_blocker(cls.NAME)
         if model is not None:
             if not weights.lora:
-                raise host.NodeInputError(cls.NAME, "photomaker_file",
-                                          f"'{photomaker_file}' has no LoRA weights; identity fidelity "
-                                          f"needs them. Use the official file.")
+                raise NodeInputError(cls.NAME, "photomaker_file",
+                                     f"'{photomaker_file}' has no LoRA weights; identity fidelity "
+                                     f"needs them. Use the official file.")
             # Own copies (about 186 MB at full size): views of the memory-mapped file would keep the
             # whole mapping, encoder pages included, resident for as long as the MODEL lives.
             lora = {k: v.clone() for k, v in weights.lora.items()}
@@ -100,7 +97,7 @@ def missing_model_blocker(node: str):
 
 def insightface_pack_options() -> list[str]:
     found = []
-    for root in folder_paths.get_folder_paths(host.INSIGHTFACE_FOLDER):
+    for root in folder_paths.get_folder_paths(INSIGHTFACE_FOLDER):
         models = os.path.join(root, "models")
         if os.path.isdir(models):
             found += [d for d in sorted(os.listdir(models)) if os.path.isdir(os.path.join(models, d))]
@@ -110,7 +107,7 @@ def insightface_pack_options() -> list[str]:
 def find_pack_dir(pack: str) -> str:
     """First models/insightface/models/<pack> that exists, else the default location (so the
     error message names where the files should go)."""
-    roots = folder_paths.get_folder_paths(host.INSIGHTFACE_FOLDER)
+    roots = folder_paths.get_folder_paths(INSIGHTFACE_FOLDER)
     for root in roots:
         candidate = os.path.join(root, "models", pack)
         if os.path.isdir(candidate):
@@ -140,8 +137,8 @@ class StackedIDFaceAnalysisLoader(io.ComfyNode):
                              tooltip="Face detector input size; smaller sizes are tried when no face is "
                                      "found."),
             ],
-            outputs=[FaceAnalysis.Output("face_analysis", display_name="face_analysis",
-                                         tooltip="Face detector + ArcFace recognizer.")],
+            outputs=[FaceAnalysisSocket.Output("face_analysis", display_name="face_analysis",
+                                               tooltip="Face detector + ArcFace recognizer.")],
         )
 
     @classmethod
@@ -149,11 +146,13 @@ class StackedIDFaceAnalysisLoader(io.ComfyNode):
         from ..photomaker_core import faces
 
         pack_dir = find_pack_dir(model_pack)
-        try:
+        with input_errors(cls.NAME, _failing_loader_input):
             faces.require_insightface()  # first: a missing package is the more fundamental problem
             faces.check_model_pack(pack_dir)
             analyzer = faces.FaceAnalyzer(pack_dir, faces.resolve_providers(provider), det_size=det_size)
-        except faces.FaceAnalysisError as e:
-            raise host.NodeInputError(cls.NAME, "model_pack" if "provider" not in str(e) else "provider",
-                                      str(e)) from e
         return io.NodeOutput(analyzer)
+
+
+def _failing_loader_input(err: Exception) -> str:
+    """The InsightFace Loader input an error is about: the provider when it names one, else the pack."""
+    return "provider" if "provider" in str(err) else "model_pack"

@@ -5,8 +5,8 @@ import logging
 
 import comfy.lora
 
-from ..photomaker_core.lora import LoraFormatError, normalize_lora
-from .host import NodeInputError
+from ..photomaker_core.lora import normalize_lora
+from .errors import NodeInputError, input_errors
 
 log = logging.getLogger("photomaker_stackedid")
 
@@ -14,10 +14,8 @@ log = logging.getLogger("photomaker_stackedid")
 def apply_lora(model, lora_sd: dict, strength: float, node: str):
     """Return a clone of `model` with the LoRA patches added (the input MODEL is untouched).
     Every LoRA module must land on a UNet weight: a partial match means a wrong base model."""
-    try:
+    with input_errors(node, "photomaker_file"):
         normalized = normalize_lora(lora_sd)
-    except LoraFormatError as e:
-        raise NodeInputError(node, "photomaker_file", str(e)) from e
     key_map = comfy.lora.model_lora_keys_unet(model.model, {})
     patches = comfy.lora.load_lora(normalized, key_map, log_missing=False)
     modules = {k.rsplit(".lora_", 1)[0] for k in normalized if ".lora_" in k}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..photomaker_core import conditioning as regions
 from .conditioning import Binding, encode_id_prompt, fuse_bindings, tokenize_prompt
-from .host import NodeInputError
+from .errors import NodeInputError, input_errors
 
 
 def mask_input(binding: Binding) -> str:
@@ -44,8 +44,6 @@ def build_regional_conditioning(node: str, clip, encoder, bindings: list[Binding
         identity_conds.append((fuse_bindings(node, encoder, [b], id_cond, positions, identity_strength),
                                id_pooled))
     text_cond, text_pooled = encoded
-    try:
+    with input_errors(node, lambda err: mask_input(bindings[err.index]), catch=regions.MaskError):
         scheduled = regions.regional_schedule(text_cond, text_pooled, identity_conds, masks, style_strength)
-    except regions.MaskError as e:
-        raise NodeInputError(node, mask_input(bindings[e.index]), str(e)) from e
     return scheduled, regions.plain(text_cond, text_pooled)

@@ -52,6 +52,17 @@ class MaskError(PhotoMakerError, ValueError):
         self.index = index
 
 
+class NonFiniteError(PhotoMakerError, ValueError):
+    """A conditioning tensor with NaN or infinite values (the message says what produced them)."""
+
+
+def require_finite(tensor: torch.Tensor, message: str) -> None:
+    """Raise NonFiniteError(message) when `tensor` holds a NaN or an infinity: such a conditioning
+    would turn every later sampling step into NaN, far from the cause."""
+    if not torch.isfinite(tensor).all():
+        raise NonFiniteError(message)
+
+
 def as_mask_batch(mask: torch.Tensor) -> torch.Tensor:
     """A MASK as [B, H, W] (ComfyUI masks are [H, W] or [B, H, W])."""
     return mask.unsqueeze(0) if mask.ndim < 3 else mask

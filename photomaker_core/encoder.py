@@ -48,11 +48,7 @@ class EncoderConfig:
     perceiver_ff: int = 0
     id_dim: int = 0  # ArcFace embedding width (512)
     id_hidden: int = 0  # token_proj hidden width
-    num_tokens: int = 1  # ID tokens per image
-
-    @property
-    def tokens_per_image(self) -> int:
-        return self.num_tokens
+    tokens_per_image: int = 1  # ID tokens per image (V1: 1; V2: token_proj's output / 2048)
 
 
 def _count(sd: Mapping, pattern: str) -> int:
@@ -91,7 +87,7 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> EncoderConfig:
                 perceiver_ff=sd[pre + "perceiver_resampler.layers.0.1.1.weight"].shape[0],
                 id_dim=sd[pre + "token_proj.0.weight"].shape[1],
                 id_hidden=sd[pre + "token_proj.0.weight"].shape[0],
-                num_tokens=sd[pre + "token_proj.2.weight"].shape[0] // TEXT_WIDTH,
+                tokens_per_image=sd[pre + "token_proj.2.weight"].shape[0] // TEXT_WIDTH,
             )
     except KeyError as e:
         raise PhotoMakerFileError(f"incomplete PhotoMaker encoder: missing tensor {e}") from e
@@ -297,17 +293,17 @@ class PerceiverResampler(nn.Module):
 class QFormerPerceiver(nn.Module):
     def __init__(self, cfg: EncoderConfig, ops, dtype, device):
         super().__init__()
-        self.num_tokens = cfg.num_tokens
+        self.tokens_per_image = cfg.tokens_per_image
         self.token_proj = nn.Sequential(
             ops.Linear(cfg.id_dim, cfg.id_hidden, dtype=dtype, device=device),
             nn.GELU(),
-            ops.Linear(cfg.id_hidden, TEXT_WIDTH * cfg.num_tokens, dtype=dtype, device=device),
+            ops.Linear(cfg.id_hidden, TEXT_WIDTH * cfg.tokens_per_image, dtype=dtype, device=device),
         )
         self.token_norm = ops.LayerNorm(TEXT_WIDTH, dtype=dtype, device=device)
         self.perceiver_resampler = PerceiverResampler(cfg, ops, dtype, device)
 
     def forward(self, arcface: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        x = self.token_proj(arcface).reshape(-1, self.num_tokens, TEXT_WIDTH)  # [n, k, 2048]
+        x = self.token_proj(arcface).reshape(-1, self.tokens_per_image, TEXT_WIDTH)  # [n, k, 2048]
         x = self.token_norm(x)
         return x + self.perceiver_resampler(x, features)
 
@@ -337,7 +333,7 @@ class PhotoMakerEncoder(nn.Module):
 
     @property
     def tokens_per_image(self) -> int:
-        return self.config.num_tokens
+        return self.config.tokens_per_image
 
     @property
     def image_size(self) -> int:

@@ -35,6 +35,13 @@ class Identity:
         if self.arcface is not None and self.arcface.shape[0] != self.tokens.shape[0]:
             raise IdentityError("identity ArcFace embeddings must have one row per image")
 
+    @classmethod
+    def encoded(cls, tokens: torch.Tensor, version: str, arcface: torch.Tensor | None,
+                provenance: Mapping[str, object]) -> "Identity":
+        """A freshly encoded identity: the encoder's tokens on the CPU, every image at weight 1."""
+        return cls(tokens=tokens.cpu(), weights=torch.ones(tokens.shape[0]), version=version,
+                   arcface=arcface, provenance=provenance)
+
     @property
     def count(self) -> int:
         return int(self.tokens.shape[0])
@@ -44,7 +51,8 @@ class Identity:
         return int(self.tokens.shape[1])
 
     @property
-    def num_tokens(self) -> int:
+    def total_tokens(self) -> int:
+        """ID tokens over all images (= prompt rows this identity fuses)."""
         return self.count * self.tokens_per_image
 
     def flat_tokens(self) -> torch.Tensor:
@@ -56,7 +64,7 @@ class Identity:
 
     def describe(self) -> str:
         return (f"PhotoMaker {self.version.upper()} identity, {self.count} image(s), "
-                f"{self.num_tokens} ID tokens")
+                f"{self.total_tokens} ID tokens")
 
 
 def stack_identities(identities: Sequence[Identity], weights: Sequence[float] | None = None) -> Identity:

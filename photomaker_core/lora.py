@@ -26,6 +26,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .errors import PhotoMakerFileError
+
 logger = logging.getLogger(__name__)
 
 # Prefix of the LoRA half inside flat PhotoMaker files (`{"lora_weights": sd}` flattened).
@@ -98,7 +100,7 @@ _EXPECTED = (
 _MAX_EXAMPLES = 5
 
 
-class LoraFormatError(ValueError):
+class LoraFormatError(PhotoMakerFileError):
     """The state dict is not a PhotoMaker LoRA in any accepted spelling (message says why)."""
 
 

@@ -105,9 +105,11 @@ class Ranking:
         """JSON list of the scores in input order (-1.0 = no face), rounded to 6 places."""
         return json.dumps([round(v, 6) for v in self.numeric])
 
-    def reorder(self, images: torch.Tensor) -> torch.Tensor:
-        """The image batch [N, ...] in ranked order (a new tensor)."""
-        return images.index_select(0, torch.tensor(self.order, dtype=torch.long, device=images.device))
+    def reorder(self, images: torch.Tensor, first: int | None = None) -> torch.Tensor:
+        """The image batch [N, ...] in ranked order (a new tensor); with `first`, only the best
+        min(first, N) of them."""
+        order = self.order if first is None else self.top(first)
+        return images.index_select(0, torch.tensor(order, dtype=torch.long, device=images.device))
 
     def sheet_labels(self, k: int) -> tuple[list[str], list[bool]]:
         """Per ranked image: its label ('#rank img position: score', 1-based) and whether it is
@@ -145,8 +147,9 @@ def rank_embeddings(generated: Sequence, reference_rows) -> Ranking:
 
 
 def join_rows(rows: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Reference rows from several sources ([K_i, 512] each) as one [sum K_i, 512] tensor."""
-    return torch.cat(list(rows))
+    """Reference rows from several sources ([K_i, 512] each, any dtype or device) as one
+    [sum K_i, 512] float32 CPU tensor."""
+    return torch.cat([r.detach().float().cpu() for r in rows])
 
 
 # ---- drawing ------------------------------------------------------------------------------------

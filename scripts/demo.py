@@ -120,7 +120,7 @@ def prepare_folders(root: Path, base_directory: str | None):
     extra = root / "extra_model_paths.yaml"
     if extra.is_file() and not base_directory:
         utils.extra_config.load_extra_path_config(str(extra))
-    for name in ("photomaker", "insightface", "photomaker_identities"):  # = nodes/host.register_folders
+    for name in ("photomaker", "insightface", "photomaker_identities"):  # = nodes/folders.register_folders
         default = os.path.join(folder_paths.models_dir, name)
         if name in folder_paths.folder_names_and_paths:
             paths = folder_paths.folder_names_and_paths[name][0]

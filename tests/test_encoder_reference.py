@@ -184,7 +184,7 @@ def expected_config(version, geometry):
     if version == "v2":
         exp.update(perceiver_layers=g.perceiver_layers, perceiver_inner=g.perceiver_inner,
                    perceiver_heads=g.perceiver_heads, perceiver_ff=g.perceiver_ff,
-                   id_dim=g.id_dim, id_hidden=g.id_hidden, num_tokens=g.num_tokens)
+                   id_dim=g.id_dim, id_hidden=g.id_hidden, tokens_per_image=g.num_tokens)
     return exp
 
 

@@ -187,7 +187,7 @@ def test_prompt_edit_reruns_no_vision_tower_and_requeue_runs_nothing(comfy_host,
 def _live_encoders():
     from support import host as h
 
-    return list(h.pack_submodule("nodes.host")._ENCODERS.values())
+    return list(h.pack_submodule("nodes.managed_encoder")._ENCODERS.values())
 
 
 def _executed_nodes(executor) -> set:

@@ -71,7 +71,7 @@ def test_same_tokens_is_conservative_with_tensors(comfy_host):
 
 
 def test_compute_dtype_policy(comfy_host, monkeypatch):
-    hostmod = comfy_host.pack_submodule("nodes.host")
+    hostmod = comfy_host.pack_submodule("nodes.managed_encoder")
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     assert isinstance(hostmod.cpu_has_amx_bf16(), bool)  # the real probe never raises
     for amx in (False, True):
@@ -88,7 +88,7 @@ def test_encoder_owns_its_tensors(comfy_host, pm_env):
     the memory-mapped file resident for the encoder's lifetime)."""
     from support import pm_weights
 
-    hostmod = comfy_host.pack_submodule("nodes.host")
+    hostmod = comfy_host.pack_submodule("nodes.managed_encoder")
     # fp32: the FP32 parts convert to themselves
     enc_sd = pm_weights.make_encoder_state_dict("v1", "tiny", seed=3)
     with torch.inference_mode():

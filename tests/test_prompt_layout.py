@@ -79,7 +79,7 @@ def identities(pm_env, encoder):
     for names in (("face_red.png",), ("face_red.png", "face_green.png", "face_red2.png")):
         images = torch.stack([pm_env["images"][n] for n in names])
         ident = call("StackedIDEncode", encoder=encoder, images=images)[0]
-        out[ident.num_tokens] = ident
+        out[ident.total_tokens] = ident
     return out
 
 

@@ -136,7 +136,7 @@ def test_regions_equal_the_host_mask_nodes(pm_env, two_people):
     # the tensors themselves: each region's prompt has only its own class rows fused; the other
     # trigger is removed as in the text-only prompt (no unfused repeated class word)
     for ident, word, other, entry in ((a, "img", "img2", id_a), (b, "img2", "img", id_b)):
-        plain, pooled, pos = _expanded_encoding(clip, TEXT, [(word, ident.num_tokens), (other, 1)])
+        plain, pooled, pos = _expanded_encoding(clip, TEXT, [(word, ident.total_tokens), (other, 1)])
         rows = pos[word]
         assert (entry[0] != plain).any(-1)[0].nonzero().flatten().tolist() == rows
         with torch.inference_mode():

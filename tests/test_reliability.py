@@ -469,7 +469,7 @@ def check_conditioning(spy, cond, identities):
     the ID-phase conditioning is the fused tensor, and nothing is NaN."""
     assert len(spy.calls) == 1
     positions, before, after, weights = spy.calls[0]
-    expected = sum(i.num_tokens for i in identities)
+    expected = sum(i.total_tokens for i in identities)
     assert len(positions) == expected == len(set(positions))
     assert all(0 <= p < before.shape[1] for p in positions)
     assert cond[-1][0] is after or torch.equal(cond[-1][0], after)

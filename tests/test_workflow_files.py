@@ -63,7 +63,7 @@ def test_directories_are_the_hosts_model_folders(comfy_host):
     (the pack's registered PhotoMaker folder; core's checkpoints and controlnet)."""
     import folder_paths
 
-    reads = {"StackedIDLoader": comfy_host.pack_submodule("nodes.host").PHOTOMAKER_FOLDER,
+    reads = {"StackedIDLoader": comfy_host.pack_submodule("nodes.folders").PHOTOMAKER_FOLDER,
              "CheckpointLoaderSimple": "checkpoints", "ControlNetLoader": "controlnet"}
     for path in WORKFLOWS:
         for node, _ in _model_widgets(json.loads(path.read_text())):

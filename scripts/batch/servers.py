@@ -8,7 +8,7 @@ from .client import Comfy, ServerError
 from .errors import BatchInputError
 from .inputs import Person
 
-IDENTITY_FOLDER = "photomaker_identities"  # nodes/host.py IDENTITY_FOLDER
+IDENTITY_FOLDER = "photomaker_identities"  # nodes/folders.py IDENTITY_FOLDER
 
 
 def probe(url: str, timeout: float = 10.0) -> tuple[Comfy, dict]:

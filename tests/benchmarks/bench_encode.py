@@ -31,7 +31,7 @@ def build_sides(version: str, wanted: list[str], path):
     import comfy.clip_vision
     from comfy.cli_args import args
 
-    hostmod = C.pack_module("nodes.host")
+    hostmod = C.pack_module("nodes.managed_encoder")
     loading = C.pack_module("photomaker_core.loading")
     pre = C.pack_module("photomaker_core.preprocess")
     import reference_hf as R

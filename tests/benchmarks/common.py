@@ -37,7 +37,7 @@ def boot():
 
 
 def pack_module(name: str):
-    """The pack's own copy of a submodule ('nodes.host', 'photomaker_core.encoder'...)."""
+    """The pack's own copy of a submodule ("nodes.managed_encoder", 'photomaker_core.encoder'...)."""
     from support import host
 
     return host.pack_submodule(name)

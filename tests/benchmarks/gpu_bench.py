@@ -489,7 +489,7 @@ def main(argv=None):
               f"({', '.join(f'{t:.2f}' for t in warm[name])})", flush=True)
 
     # The identity encode alone, on the encoder the graphs loaded (CUDA-synchronised).
-    hostmod = importlib.import_module(f"{pack.__name__}.nodes.host")
+    hostmod = importlib.import_module(f"{pack.__name__}.nodes.managed_encoder")
     encoders = list(hostmod._ENCODERS.values())
     encode = {}
     if encoders:

@@ -287,12 +287,12 @@ def _expanded_tokens(clip, text, n):
 
 def _check_item_rows(clip, encoder, text, ident, cond_row, pooled_row):
     """Batch item = the identity's own fused conditioning (row by row), tiled along T if padded."""
-    plain, pooled, rows = _expanded(clip, text, ident.num_tokens)
+    plain, pooled, rows = _expanded(clip, text, ident.total_tokens)
     t = plain.shape[1]
     assert cond_row.shape[0] % t == 0
     own = cond_row[:t]
     changed = (own != plain[0]).any(-1).nonzero().flatten().tolist()
-    assert changed == rows and len(rows) == ident.num_tokens
+    assert changed == rows and len(rows) == ident.total_tokens
     with torch.inference_mode():
         expected = encoder.model.fuse_module(plain[0, rows].float(), ident.flat_tokens().float())
     torch.testing.assert_close(own[rows].float(), expected, atol=1e-5, rtol=1e-5)

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 import comfy.utils
 from comfy_api.latest import io, ui
 
 from ..photomaker_core import similarity
 from ..photomaker_core.face_pipeline import best_faces, reference_rows
-from .host import NodeInputError
+from .errors import NodeInputError, input_errors
+from .input_checks import require_images
 from .progress import progress_callback
-from .types import CATEGORY, FaceAnalysis, Identity
+from .sockets import CATEGORY, FaceAnalysisSocket, IdentitySocket
 
 log = logging.getLogger("photomaker_stackedid")
-
-
-def _check_images(node: str, name: str, images) -> None:
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
-        raise NodeInputError(node, name, "expected a non-empty IMAGE batch")
 
 
 class StackedIDFaceSimilarity(io.ComfyNode):
@@ -37,15 +31,15 @@ class StackedIDFaceSimilarity(io.ComfyNode):
                         "PhotoMaker paper's Face Sim.), and ranks the batch best-first. 1.0 = the same face; "
                         "images without a face score -1 and are ranked last. Shows the scored thumbnails.",
             inputs=[
-                FaceAnalysis.Input("face_analysis",
-                                   tooltip="From PhotoMaker InsightFace Loader (buffalo_l)."),
+                FaceAnalysisSocket.Input("face_analysis",
+                                         tooltip="From PhotoMaker InsightFace Loader (buffalo_l)."),
                 io.Image.Input("images",
                                tooltip="The generated images to score (a batch, e.g. several seeds)."),
-                Identity.Input("reference_identity", optional=True,
-                               tooltip="The person, as an IDENTITY from Encode Identity (with "
-                                       "face_analysis connected there), Stack Identities or Load Identity: "
-                                       "its stored ArcFace embeddings are the reference. Connect this or "
-                                       "reference_images."),
+                IdentitySocket.Input(
+                    "reference_identity", optional=True,
+                    tooltip="The person, as an IDENTITY from Encode Identity (with face_analysis connected "
+                            "there), Stack Identities or Load Identity: its stored ArcFace embeddings are "
+                            "the reference. Connect this or reference_images."),
                 io.Image.Input("reference_images", optional=True,
                                tooltip="Photos of the person (a batch); their faces are detected here. "
                                        "Connect this or reference_identity (with both, all their faces are "
@@ -81,22 +75,20 @@ class StackedIDFaceSimilarity(io.ComfyNode):
             raise NodeInputError(node, "reference_identity",
                                  "connect a reference: either reference_identity (an IDENTITY encoded with "
                                  "face_analysis) or reference_images (photos of the person).")
-        _check_images(node, "images", images)
+        require_images(node, "images", images)
         refs = cls._reference_rows(face_analysis, reference_identity, reference_images)
 
         n = int(images.shape[0])
         found = best_faces(face_analysis, images, progress_callback(comfy.utils.ProgressBar(n)))
         embeddings = [None if face is None else face.embedding for face in found]
         boxes = [None if face is None else face.bbox for face in found]
-        try:
+        reference_input = "reference_identity" if reference_identity is not None else "reference_images"
+        with input_errors(node, reference_input):
             result = similarity.rank_embeddings(embeddings, refs)
-        except similarity.SimilarityError as e:
-            raise NodeInputError(node, "reference_identity" if reference_identity is not None else
-                                 "reference_images", str(e)) from e
 
         k = max(1, min(int(top_k), n))
         ranked = result.reorder(images)
-        top = ranked[:k]
+        top = result.reorder(images, first=k)
         sheet = similarity.ranking_sheet(result, images, boxes, k)
         report = result.report(top_k=k)
         log.info("%s:\n%s", node, report)
@@ -109,7 +101,8 @@ class StackedIDFaceSimilarity(io.ComfyNode):
                              ui=ui_out)
 
     @classmethod
-    def _reference_rows(cls, face_analysis, reference_identity, reference_images) -> torch.Tensor:
+    def _reference_rows(cls, face_analysis, reference_identity, reference_images):
+        """The reference faces' ArcFace rows [M, 512]: the identity's stored ones, then the photos'."""
         node = cls.NAME
         rows = []
         if reference_identity is not None:
@@ -120,9 +113,9 @@ class StackedIDFaceSimilarity(io.ComfyNode):
                                      "identity encoded without face analysis). Connect a PhotoMaker "
                                      "InsightFace Loader to face_analysis of PhotoMaker Encode Identity and "
                                      "encode again, or connect the photos to reference_images instead.")
-            rows.append(arc.detach().float().cpu())
+            rows.append(arc)
         if reference_images is not None:
-            _check_images(node, "reference_images", reference_images)
+            require_images(node, "reference_images", reference_images)
             found, missing = reference_rows(face_analysis, reference_images,
                                             progress_callback(comfy.utils.ProgressBar(reference_images.shape[0])))
             for i in missing:

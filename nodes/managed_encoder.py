@@ -1,9 +1,8 @@
-"""Glue between photomaker_core and the ComfyUI host: model folders, the memory manager,
-LoRA patching, tokenizer specs. Node classes stay thin and call into here."""
+"""The PhotoMaker ID encoder under the host's memory manager (ModelPatcher + load_models_gpu),
+one per weight file."""
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import threading
 import weakref
@@ -13,46 +12,12 @@ import torch
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.ops
-import folder_paths
 
 from ..photomaker_core import PhotoMakerEncoder, build_encoder
-from ..photomaker_core.errors import PhotoMakerError
 
-log = logging.getLogger("photomaker_stackedid")
-
-PHOTOMAKER_FOLDER = "photomaker"  # core ComfyUI registers it (models/photomaker)
-INSIGHTFACE_FOLDER = "insightface"  # models/insightface/models/<pack>, the community convention
-IDENTITY_FOLDER = "photomaker_identities"  # saved identities (safetensors)
 # Feature detection: newer hosts split the patcher; 0.3.52/0.3.75 only have ModelPatcher.
 Patcher = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
 
-
-class NodeInputError(ValueError):
-    """Bad input, reported to the user as: '<Node> - input '<name>': <what> <fix>'."""
-
-    def __init__(self, node: str, input_name: str, message: str):
-        super().__init__(f"{node} - input '{input_name}': {message}")
-
-
-def register_folders() -> None:
-    """Register our model folders (extra_model_paths.yaml entries that the host read already are
-    kept; we only add the default location)."""
-    defaults = {
-        PHOTOMAKER_FOLDER: os.path.join(folder_paths.models_dir, "photomaker"),
-        INSIGHTFACE_FOLDER: os.path.join(folder_paths.models_dir, "insightface"),
-        IDENTITY_FOLDER: os.path.join(folder_paths.models_dir, IDENTITY_FOLDER),
-    }
-    for name, path in defaults.items():
-        if name in folder_paths.folder_names_and_paths:
-            paths, exts = folder_paths.folder_names_and_paths[name]
-            if path not in paths:
-                paths.append(path)
-        else:
-            exts = {".safetensors"} if name == IDENTITY_FOLDER else set(folder_paths.supported_pt_extensions)
-            folder_paths.folder_names_and_paths[name] = ([path], exts)
-
-
-# ------------------------------------------------------------------ the managed encoder
 
 def file_fingerprint(path: str, chunk: int = 4 << 20) -> str:
     """Cheap, stable identity of a weight file: size + first and last 4 MiB (hashing 1.8 GB
@@ -159,35 +124,3 @@ def cached_encoder(key: tuple, factory) -> ManagedEncoder:
             enc = factory()
             _ENCODERS[key] = enc
         return enc
-
-
-# ------------------------------------------------------------------ SDXL checks
-
-def require_sdxl_model(model, node: str, input_name: str = "model") -> None:
-    import comfy.model_base
-
-    base = getattr(model, "model", None)
-    if not isinstance(base, comfy.model_base.SDXL):
-        kind = type(base).__name__ if base is not None else type(model).__name__
-        raise NodeInputError(node, input_name,
-                             f"PhotoMaker works with SDXL models only, this MODEL is '{kind}'. Load an "
-                             f"SDXL checkpoint (SDXL base, RealVisXL, Juggernaut XL, Pony...) instead.")
-
-
-def require_sdxl_clip(clip, node: str, input_name: str = "clip"):
-    tok = getattr(clip, "tokenizer", None)
-    if tok is None or not hasattr(tok, "clip_l") or not hasattr(tok, "clip_g"):
-        kind = type(tok).__name__ if tok is not None else type(clip).__name__
-        raise NodeInputError(node, input_name,
-                             f"PhotoMaker needs the SDXL CLIP (CLIP-L + CLIP-G), got '{kind}'. Connect the "
-                             f"CLIP output of an SDXL checkpoint loader.")
-    return tok
-
-
-def format_error(node: str, err: Exception) -> Exception:
-    """Library errors become node errors that name the node."""
-    if isinstance(err, (NodeInputError,)):
-        return err
-    if isinstance(err, PhotoMakerError):
-        return RuntimeError(f"{node}: {err}")
-    return err
