@@ -8,7 +8,7 @@ import comfy.utils
 from comfy_api.latest import io, ui
 
 from ..photomaker_core import similarity
-from ..photomaker_core.face_pipeline import best_faces, reference_rows
+from ..photomaker_core.face_pipeline import best_faces, image_numbers, reference_rows
 from .errors import NodeInputError, input_errors
 from .input_checks import require_images
 from .progress import progress_callback
@@ -80,16 +80,14 @@ class StackedIDFaceSimilarity(io.ComfyNode):
 
         n = int(images.shape[0])
         found = best_faces(face_analysis, images, progress_callback(comfy.utils.ProgressBar(n)))
-        embeddings = [None if face is None else face.embedding for face in found]
-        boxes = [None if face is None else face.bbox for face in found]
         reference_input = "reference_identity" if reference_identity is not None else "reference_images"
         with input_errors(node, reference_input):
-            result = similarity.rank_embeddings(embeddings, refs)
+            result = similarity.rank_faces(found, refs)
 
         k = max(1, min(int(top_k), n))
         ranked = result.reorder(images)
         top = result.reorder(images, first=k)
-        sheet = similarity.ranking_sheet(result, images, boxes, k)
+        sheet = similarity.ranking_sheet(result, images, k)
         report = result.report(top_k=k)
         log.info("%s:\n%s", node, report)
         ui_out = {"text": [report]}
@@ -118,8 +116,8 @@ class StackedIDFaceSimilarity(io.ComfyNode):
             require_images(node, "reference_images", reference_images)
             found, missing = reference_rows(face_analysis, reference_images,
                                             progress_callback(comfy.utils.ProgressBar(reference_images.shape[0])))
-            for i in missing:
-                log.warning("%s: no face in reference image %d, left out", node, i)
+            if missing:
+                log.warning("%s: no face in reference image(s) %s, left out", node, image_numbers(missing))
             if found is None:
                 raise NodeInputError(node, "reference_images",
                                      f"no face found in any of the {reference_images.shape[0]} reference "

@@ -8,7 +8,7 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import io
 
-from ..photomaker_core.face_pipeline import prepare_id_photos
+from ..photomaker_core.face_pipeline import image_numbers, prepare_id_photos
 from ..photomaker_core.identity import Identity, load_identity, save_identity, stack_identities
 from .errors import NodeInputError, input_errors
 from .folders import IDENTITY_FOLDER
@@ -73,8 +73,9 @@ class StackedIDEncode(io.ComfyNode):
             photos = prepare_id_photos(images, face_analysis, select=face_select, no_face=no_face,
                                        crop_to_face=crop_to_face, image_size=encoder.model.image_size,
                                        progress=progress_callback(pbar))
-        for i in photos.skipped:
-            log.warning("%s: no face in image %d of %d, skipped", cls.NAME, i + 1, images.shape[0])
+        if photos.skipped:
+            log.warning("%s: no face in image(s) %s of %d, skipped", cls.NAME, image_numbers(photos.skipped),
+                        images.shape[0])
         arc = photos.arcface
         # The encoder checks the face embeddings against its own geometry (V2 only reads them).
         with input_errors(cls.NAME, "face_analysis" if encoder.version == "v2" else "images"):

@@ -8,7 +8,7 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..photomaker_core import keypoints
-from ..photomaker_core.face_pipeline import keypoint_images
+from ..photomaker_core.face_pipeline import image_numbers, keypoint_images
 from .input_checks import require_images
 from .progress import progress_callback
 from .sockets import CATEGORY, FaceAnalysisSocket
@@ -57,10 +57,7 @@ class StackedIDFaceKeypoints(io.ComfyNode):
         n = int(images.shape[0])
         result = keypoint_images(face_analysis, images, style, face_select,
                                  progress_callback(comfy.utils.ProgressBar(n)))
-        lines = []
-        for i, kps in enumerate(result.keypoints):
-            lines.append(f"image {i + 1}: " + ("no face (black image)" if kps is None else  # 1-based
-                                               " ".join(f"({x:.1f},{y:.1f})" for x, y in kps)))
-            if kps is None:
-                log.warning("%s: no face in image %d of %d, its control image is black", cls.NAME, i + 1, n)
-        return io.NodeOutput(result.images, "\n".join(lines))
+        if result.missing:
+            log.warning("%s: no face in image(s) %s of %d, their control images are black", cls.NAME,
+                        image_numbers(result.missing), n)
+        return io.NodeOutput(result.images, result.report())

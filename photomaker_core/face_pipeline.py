@@ -7,7 +7,7 @@ detailer all run on it; the nodes only supply a `Progress` callback (progress ba
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -158,6 +158,11 @@ def reference_rows(analyzer, images: torch.Tensor, progress: Progress | None = N
     return (torch.stack(rows) if rows else None), missing
 
 
+def image_numbers(indices: Sequence[int]) -> str:
+    """Image indices as users count them (from 1), e.g. [0, 2] -> '1, 3'."""
+    return ", ".join(str(i + 1) for i in indices)
+
+
 @dataclass
 class KeypointImages:
     """Control images [N, H, W, 3] float 0..1 (black where no face) and, per image, the five
@@ -165,6 +170,17 @@ class KeypointImages:
 
     images: torch.Tensor
     keypoints: list
+
+    @property
+    def missing(self) -> list[int]:
+        """Indices of the images without a face (their control image is black)."""
+        return [i for i, kps in enumerate(self.keypoints) if kps is None]
+
+    def report(self) -> str:
+        """One line per image (counted from 1): its keypoints, or that it has no face."""
+        return "\n".join(f"image {i}: " + ("no face (black image)" if kps is None else
+                                          " ".join(f"({x:.1f},{y:.1f})" for x, y in kps))
+                         for i, kps in enumerate(self.keypoints, 1))
 
 
 def keypoint_images(analyzer, images: torch.Tensor, style: str, select: str = "largest",

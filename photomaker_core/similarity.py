@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -87,6 +87,7 @@ class Ranking:
     scores: list[float | None]  # input order; None = no face
     order: list[int]  # best-first input indices
     reference_faces: int  # how many reference faces the mean was built from
+    boxes: list | None = None  # input order: each image's scored face box (None = no face), for the sheet
 
     @property
     def numeric(self) -> list[float]:
@@ -144,6 +145,13 @@ def rank_embeddings(generated: Sequence, reference_rows) -> Ranking:
     ref = reference_embedding(ref_rows)
     scores = score_embeddings(generated, ref)
     return Ranking(scores=scores, order=rank(scores), reference_faces=int(ref_rows.shape[0]))
+
+
+def rank_faces(faces: Sequence, reference_rows) -> Ranking:
+    """`rank_embeddings` of each image's best face (an object with .embedding and .bbox, or None
+    where the image has no face); the ranking keeps the boxes for `ranking_sheet`."""
+    ranking = rank_embeddings([None if f is None else f.embedding for f in faces], reference_rows)
+    return replace(ranking, boxes=[None if f is None else f.bbox for f in faces])
 
 
 def join_rows(rows: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -208,9 +216,9 @@ def score_sheet(images: torch.Tensor, labels: Sequence[str], boxes: Sequence | N
     return out.unsqueeze(0)
 
 
-def ranking_sheet(ranking: Ranking, images: torch.Tensor, boxes: Sequence, k: int) -> torch.Tensor:
-    """`score_sheet` of a ranking: thumbnails best-first with their labels, face boxes (input
-    order in `boxes`) and the top k with a face marked."""
+def ranking_sheet(ranking: Ranking, images: torch.Tensor, k: int) -> torch.Tensor:
+    """`score_sheet` of a ranking: thumbnails best-first with their labels, the face boxes (when
+    the ranking has them) and the top k with a face marked."""
     labels, good = ranking.sheet_labels(k)
-    return score_sheet(ranking.reorder(images).cpu(), labels, boxes=[boxes[i] for i in ranking.order],
-                       good=good)
+    boxes = None if ranking.boxes is None else [ranking.boxes[i] for i in ranking.order]
+    return score_sheet(ranking.reorder(images).cpu(), labels, boxes=boxes, good=good)

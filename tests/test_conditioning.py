@@ -98,3 +98,12 @@ def test_regional_schedule_phases_and_masks():
     (only,) = C.regional_schedule(text, text_pooled, [ident], [left], 1.0)  # style only: no regions
     assert only[0] is text and (only[1]["start_percent"], only[1]["end_percent"]) == (0.0, 1.0)
     assert "mask" not in only[1]
+
+
+def test_require_finite_names_what_went_wrong():
+    C.require_finite(torch.zeros(1, 77, 2048), "unused")
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        t = torch.zeros(1, 3, 4)
+        t[0, 1, 2] = bad
+        with pytest.raises(C.NonFiniteError, match="the prompt weights"):
+            C.require_finite(t, "the prompt weights are extreme")

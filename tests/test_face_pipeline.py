@@ -134,3 +134,13 @@ def test_reference_rows_and_missing(analyzer):
 def test_uint8_conversion_is_shared():
     img = torch.rand(5, 7, 4) * 1.4 - 0.2
     np.testing.assert_array_equal(to_uint8_rgb(img), rgb_to_uint8(to_rgb(img)[0]))
+
+
+def test_keypoint_report_counts_from_one_and_lists_faceless_images():
+    kps = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0], [9.0, 10.25]])
+    result = fp.KeypointImages(images=torch.zeros(3, 8, 8, 3), keypoints=[None, kps, None])
+    assert result.missing == [0, 2]
+    lines = result.report().split("\n")
+    assert lines[0] == "image 1: no face (black image)" and lines[2].startswith("image 3: no face")
+    assert lines[1] == "image 2: (1.0,2.0) (3.0,4.0) (5.0,6.0) (7.0,8.0) (9.0,10.2)"
+    assert fp.image_numbers([0, 2]) == "1, 3" and fp.image_numbers([]) == ""

@@ -71,6 +71,25 @@ def test_score_sheet_draws_labels_and_boxes():
     assert green.any()
 
 
+
+def test_rank_faces_keeps_each_images_box_for_the_sheet():
+    sim = _sim()
+    from types import SimpleNamespace
+
+    ref = np.eye(512)[:1]
+    faces = [SimpleNamespace(embedding=np.eye(512)[1], bbox=(1, 1, 5, 5)), None,
+             SimpleNamespace(embedding=np.eye(512)[0] + 0.1 * np.eye(512)[1], bbox=(2, 2, 8, 8))]
+    ranking = sim.rank_faces(faces, ref)
+    assert ranking.order == [2, 0, 1] and ranking.boxes == [(1, 1, 5, 5), None, (2, 2, 8, 8)]
+    images = torch.arange(3, dtype=torch.float32).reshape(3, 1, 1, 1).expand(3, 60, 90, 3)
+    assert ranking.reorder(images)[:, 0, 0, 0].tolist() == [2.0, 0.0, 1.0]
+    assert ranking.reorder(images, first=2)[:, 0, 0, 0].tolist() == [2.0, 0.0]
+    assert ranking.reorder(images, first=0).shape[0] == 1
+    boxed, plain = sim.ranking_sheet(ranking, images, 2), sim.ranking_sheet(
+        sim.Ranking(ranking.scores, ranking.order, ranking.reference_faces), images, 2)
+    assert not torch.equal(boxed, plain)  # the boxes are drawn
+
+
 # ------------------------------------------------------------------ host fixtures
 
 from test_graph import call, node  # noqa: E402  (the shared direct-call helpers)
