@@ -148,9 +148,8 @@ def test_troubleshooting_entries(entry):
 
 
 def test_troubleshooting_names_the_packs_real_folders():
-    host_src = (REPO / "nodes" / "host.py").read_text()
-    defaults = host_src[host_src.index("def register_folders"):host_src.index("# ----", host_src.index(
-        "def register_folders"))]
+    host_src = (REPO / "nodes" / "folders.py").read_text()
+    defaults = host_src[host_src.index("def register_folders"):]
     consts = dict(re.findall(r'^(\w+_FOLDER) = "([^"]+)"', host_src, flags=re.M))
     keys = [consts[c] for c in re.findall(r"^\s+(\w+_FOLDER):", defaults, flags=re.M)]
     assert sorted(keys) == ["insightface", "photomaker", "photomaker_identities"], keys
