@@ -8,6 +8,14 @@ in node order. CPU kernels may round differently between torch builds and ComfyU
 comparison allows a difference of 2/255 on all but 0.1 % of pixels and a mean difference below
 0.5/255; a changed strength, schedule or token layout moves far more than that.
 
+The pictures alone are a coarse check: a tiny random UNet barely reacts to some changes of the
+conditioning (an identity strength of 0.9 instead of 1.0, say). So the same run also records what
+the UNet is given on every call (tests/support/unet_context.py: each context and pooled row as its
+length and a fixed random projection, plus the sigma) and compares it with
+tests/data/workflow_outputs/<workflow stem>.context.npz, row by row, to a relative 1e-3.
+Each workflow runs on a fresh executor, so every node runs and the record does not depend on which
+workflows ran before it.
+
 PM_UPDATE_GOLDEN=1 writes the references from the current code instead of comparing (the test is
 then skipped, so a run that writes them never passes as a check).
 """
@@ -18,13 +26,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.workflow_run import WORKFLOWS, saved_images, tiny_api
+from support import unet_context
+from support.workflow_env import small_widgets
+from support.workflow_run import LATENT, WORKFLOWS, saved_images, tiny_api
 
 REFERENCES = Path(__file__).resolve().parent / "data" / "workflow_outputs"
 IMAGE_NODES = ("SaveImage", "PreviewImage")
 PIXEL_TOLERANCE = 2  # of 255, per channel
 OUTLIER_SHARE = 0.001  # pixels allowed beyond PIXEL_TOLERANCE
 MEAN_TOLERANCE = 0.5  # of 255
+# More sampling steps than the other workflow tests use: the schedule switches from text-only to
+# identity at a fraction of the run, and with 2 steps style strengths 0.2 and 0.25 (say) switch at
+# the same step; with GOLDEN_STEPS they do not, so the record sees the schedule move.
+GOLDEN_STEPS = 10
 
 
 def side_by_side(images: list[np.ndarray]) -> np.ndarray:
@@ -64,22 +78,70 @@ def test_differences_catch_a_shift_and_allow_rounding():
     assert differences(ref[:32], ref) == [f"size {ref[:32].shape} != reference {ref.shape}"]
 
 
+def test_context_differences_catch_one_changed_row_and_allow_rounding():
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(0)
+    ctx = torch.randn(2, 77, 2048, generator=gen)
+    pooled = torch.randn(2, 2816, generator=gen)
+
+    def record(context):
+        return unet_context.to_arrays([{"context": unet_context.sketch(context),
+                                        "y": unet_context.sketch(pooled), "sigma": 1.0}])
+
+    want = record(ctx)
+    assert unet_context.differences(record(ctx * (1 + 1e-6)), want) == []
+    id_token = ctx.clone()
+    id_token[0, 5] *= 0.99  # one token of 154, 1 % shorter
+    problems = unet_context.differences(record(id_token), want)
+    assert len(problems) == 1 and "context_0: 1 of 154 rows changed" in problems[0], problems
+    assert unet_context.differences(record(ctx[:, :70]), want) == [
+        "context_0: shape (2, 70, 32) != reference (2, 77, 32)"]
+    assert unet_context.differences(unet_context.to_arrays([]), want) == [
+        "0 UNet calls, reference has 1"]
+
+
+def test_context_record_keeps_the_schedule():
+    """Text-only for the first call, identity after: a switch one step later is a difference."""
+    torch = pytest.importorskip("torch")
+    text, ident = torch.ones(1, 4, 2048), torch.full((1, 4, 2048), 2.0)
+
+    def record(*contexts):
+        return unet_context.to_arrays([{"context": unet_context.sketch(c), "y": None,
+                                        "sigma": float(i)} for i, c in enumerate(contexts)])
+
+    want = record(text, ident, ident)
+    assert want["context_used"].tolist() == [0, 1, 1] and "context_2" not in want
+    assert unet_context.differences(record(text, ident, ident), want) == []
+    assert unet_context.differences(record(text, text, ident), want) == [
+        "context per call [0, 0, 1] != reference [0, 1, 1] (the schedule changed)"]
+
+
 @pytest.mark.host
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_workflow_output_matches_reference(comfy_host, wf_env, path):
     from PIL import Image
 
-    api = tiny_api(path, wf_env)
-    _, outputs = comfy_host.run_graph(api, executor=wf_env["executor"], prompt_id=f"golden-{path.stem}")
+    replacements = {**wf_env["replacements"], **small_widgets(LATENT, GOLDEN_STEPS)}
+    api = tiny_api(path, {"replacements": replacements})
+    with unet_context.recording_unet_calls() as calls:
+        _, outputs = comfy_host.run_graph(api, executor=comfy_host.make_executor(),
+                                          prompt_id=f"golden-{path.stem}")
     images = saved_images(outputs, api, IMAGE_NODES)
     assert images, f"{path.name} wrote no picture"
     got = side_by_side(images)
+    got_context = unet_context.to_arrays(calls)
     reference = REFERENCES / f"{path.stem}.png"
+    context_reference = REFERENCES / f"{path.stem}.context.npz"
     if os.environ.get("PM_UPDATE_GOLDEN") == "1":
         REFERENCES.mkdir(parents=True, exist_ok=True)
         Image.fromarray(got).save(reference)
-        pytest.skip(f"wrote {reference.name}")
-    assert reference.is_file(), f"no reference {reference}: run with PM_UPDATE_GOLDEN=1 on unchanged code"
+        np.savez_compressed(context_reference, **got_context)
+        pytest.skip(f"wrote {reference.name} and {context_reference.name}")
+    for ref in (reference, context_reference):
+        assert ref.is_file(), f"no reference {ref}: run with PM_UPDATE_GOLDEN=1 on unchanged code"
     want = np.asarray(Image.open(reference).convert("RGB"))
-    problems = differences(got, want)
+    with np.load(context_reference) as stored:
+        want_context = dict(stored)
+    problems = ([f"picture: {p}" for p in differences(got, want)]
+                + [f"UNet input: {p}" for p in unet_context.differences(got_context, want_context)])
     assert not problems, f"{path.name}: " + "; ".join(problems)
