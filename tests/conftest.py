@@ -12,6 +12,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # so the host's own `nodes` module always wins over this repo's `nodes/` package.
 if str(REPO_ROOT) not in sys.path:
     sys.path.append(str(REPO_ROOT))
+# scripts/ for `synthetic` (the tiny SDXL, PhotoMaker files and fake InsightFace the demo builds too)
+# and the scripts the tests drive. Appended as well: nothing there shadows an installed module.
+SCRIPTS = REPO_ROOT / "scripts"
+if str(SCRIPTS) not in sys.path:
+    sys.path.append(str(SCRIPTS))
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
@@ -33,7 +38,7 @@ def comfy_host():
 @pytest.fixture(scope="session")
 def tiny_clip(comfy_host):
     import torch
-    from support import tiny_sdxl
+    from synthetic import tiny_sdxl
 
     with torch.inference_mode(False):
         return tiny_sdxl.make_clip()
@@ -41,14 +46,14 @@ def tiny_clip(comfy_host):
 
 @pytest.fixture(scope="session")
 def tiny_model(comfy_host):
-    from support import tiny_sdxl
+    from synthetic import tiny_sdxl
 
     return tiny_sdxl.make_model()
 
 
 @pytest.fixture(scope="session")
 def tiny_vae(comfy_host):
-    from support import tiny_sdxl
+    from synthetic import tiny_sdxl
 
     return tiny_sdxl.make_vae()
 

@@ -15,7 +15,7 @@ def pm_env(comfy_host, tmp_path_factory):
     insightface/models/buffalo_l (fake), photomaker_identities/, and input images."""
     import folder_paths
     from PIL import Image
-    from support import fake_insightface, pm_weights
+    from synthetic import fake_insightface, pm_weights
 
     comfy_host.load_tiny_pack()
     root = tmp_path_factory.mktemp("models")
@@ -53,7 +53,7 @@ def pm_env(comfy_host, tmp_path_factory):
 def fake_analyzer(tmp_path_factory):
     """photomaker_core's FaceAnalyzer (the real insightface code) on the fake model pack."""
     pytest.importorskip("insightface")
-    from support import fake_insightface
+    from synthetic import fake_insightface
 
     from photomaker_core.faces import FaceAnalyzer
 

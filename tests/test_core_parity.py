@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.host, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def full_v1_file(pm_env):
-    from support import pm_weights
+    from synthetic import pm_weights
 
     path = pm_env["pm_dir"] / "full-v1.bin"
     pm_weights.write_nested_bin(path, pm_weights.make_encoder_state_dict("v1", "full", seed=5),

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from support import fake_insightface as fi
+from synthetic import fake_insightface as fi
 
 from photomaker_core import detailer as dt
 from photomaker_core import face_pipeline as fp

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from support import pm_weights as pw
+from synthetic import pm_weights as pw
 
 from photomaker_core.encoder import build_encoder, infer_config, load_photomaker
 from photomaker_core.preprocess import clip_preprocess

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from support import fake_insightface as fi
+from synthetic import fake_insightface as fi
 
 from photomaker_core import clip_preprocess
 from photomaker_core import face_pipeline as fp

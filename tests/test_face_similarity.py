@@ -100,7 +100,7 @@ def env(pm_env):
     """pm_env plus a blue face (a third identity) and a blue+red image for the multi-face case."""
     import folder_paths
     from PIL import Image
-    from support import fake_insightface as fi
+    from synthetic import fake_insightface as fi
 
     extra = {
         "ft_blue.png": fi.synthetic_face(color=fi.BLUE),

@@ -2,7 +2,7 @@
 
 The fake detector finds saturated red/green/blue blocks (colour as seen by the network, i.e. after
 insightface's own BGR->RGB swap) and the fake recognizer's embedding depends on the colour, so the
-colour is the identity. See tests/support/fake_insightface.py.
+colour is the identity. See scripts/synthetic/fake_insightface.py.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch
 
 from photomaker_core import faces
 from photomaker_core.faces import FaceAnalysisError, FaceAnalyzer, InsightFaceMissing
-from support import fake_insightface as fi
+from synthetic import fake_insightface as fi
 
 insightface = pytest.importorskip("insightface")
 

@@ -80,7 +80,7 @@ def faces(pm_env):
 @pytest.mark.host
 @pytest.mark.parametrize("h, w, box", [(331, 517, (101, 77, 293, 269)), (480, 641, (300, 100, 460, 300))])
 def test_node_draws_on_the_detected_keypoints(pm_env, faces, h, w, box):
-    from support import fake_insightface as fake
+    from synthetic import fake_insightface as fake
     from test_graph import call
 
     from photomaker_core.faces import to_uint8_rgb

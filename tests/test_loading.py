@@ -1,7 +1,7 @@
 """photomaker_core.loading: every container layout seen in the wild, hostile and foreign files.
 
-Files are written by tests/support/pm_weights.py from the spec's key layouts (no photomaker_core
-code involved), then read back through the library.
+Files are written by scripts/synthetic/pm_weights.py from the released files' key layouts (no
+photomaker_core code involved), then read back through the library.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from support import pm_weights as pw
+from synthetic import pm_weights as pw
 
 from photomaker_core.loading import (
     PhotoMakerFileError,
@@ -91,9 +91,9 @@ def test_full_layout_equals_spec_key_lists(name, layout):
 
 
 def test_tiny_unet_config_matches_tiny_sdxl():
-    """pm_weights' tiny LoRA follows tests/support/tiny_sdxl.TINY_UNET_CONFIG (read with ast: that
+    """pm_weights' tiny LoRA follows scripts/synthetic/tiny_sdxl.TINY_UNET_CONFIG (read with ast: that
     module imports ComfyUI)."""
-    tree = ast.parse((REPO_ROOT / "tests" / "support" / "tiny_sdxl.py").read_text())
+    tree = ast.parse((REPO_ROOT / "scripts" / "synthetic" / "tiny_sdxl.py").read_text())
     config = None
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "TINY_UNET_CONFIG"

@@ -356,14 +356,14 @@ def comfy_lib():
 
 @pytest.fixture(scope="module")
 def tiny_patcher(comfy_lib):
-    from support import tiny_sdxl
+    from synthetic import tiny_sdxl
 
     return tiny_sdxl.make_model()
 
 
 @pytest.fixture(scope="module")
 def tiny_sdxl_clip(comfy_lib):
-    from support import tiny_sdxl
+    from synthetic import tiny_sdxl
 
     with torch.inference_mode(False):
         return tiny_sdxl.make_clip()
@@ -373,7 +373,7 @@ def tiny_sdxl_clip(comfy_lib):
 def meta_sdxl(comfy_lib):
     """A full-size SDXL model_base on the meta device, as ComfyUI builds it (no weights)."""
     import comfy.supported_models
-    from support.tiny_sdxl import FULL_UNET_CONFIG
+    from synthetic.tiny_sdxl import FULL_UNET_CONFIG
 
     with torch.device("meta"):
         model_config = comfy.supported_models.SDXL(dict(FULL_UNET_CONFIG))

@@ -86,7 +86,7 @@ def test_compute_dtype_policy(comfy_host, monkeypatch):
 def test_encoder_owns_its_tensors(comfy_host, pm_env):
     """Tensors the file holds in their target dtype must not stay views of the file (they would keep
     the memory-mapped file resident for the encoder's lifetime)."""
-    from support import pm_weights
+    from synthetic import pm_weights
 
     hostmod = comfy_host.pack_submodule("nodes.managed_encoder")
     # fp32: the FP32 parts convert to themselves

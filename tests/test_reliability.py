@@ -262,14 +262,14 @@ def encoders(pm_env):
 
 
 def face(h=240, w=320, color=None, box=None):
-    from support import fake_insightface as fi
+    from synthetic import fake_insightface as fi
 
     box = box or (w // 4, h // 4, 3 * w // 4, 3 * h // 4)
     return fi.synthetic_face(h=h, w=w, box=box, color=color or fi.RED)
 
 
 def blank(h=240, w=320):
-    from support import fake_insightface as fi
+    from synthetic import fake_insightface as fi
 
     return fi.blank_image(h, w)
 
@@ -375,7 +375,7 @@ def test_phone_sized_photo(encoders):
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_batch_of_64_then_apply(encoders, version, tiny_clip):
-    from support import fake_insightface as fi
+    from synthetic import fake_insightface as fi
 
     colors = [fi.RED, fi.GREEN, fi.BLUE]
     batch = torch.stack([face(96, 96, color=colors[i % 3], box=(16 + i % 8, 16, 80, 80)) for i in range(64)])
@@ -484,7 +484,7 @@ def check_conditioning(spy, cond, identities):
 
 @pytest.fixture(scope="module")
 def fuzz_env(encoders):
-    from support import fake_insightface as fi
+    from synthetic import fake_insightface as fi
 
     v1_one = encode(encoders, "v1", face().unsqueeze(0))[0]
     v1_three = encode(encoders, "v1", torch.stack([face(), face(color=fi.GREEN), face(color=fi.BLUE)]))[0]
@@ -724,8 +724,8 @@ def test_thousand_token_prompt_through_apply(tiny_clip, encoders, fuzz_env):
 def _write_server_models(base):
     from PIL import Image
 
-    from support import fake_insightface as fi
-    from support import pm_weights
+    from synthetic import fake_insightface as fi
+    from synthetic import pm_weights
 
     models = base / "models"
     pm_dir = models / "photomaker"

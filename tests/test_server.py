@@ -16,7 +16,7 @@ def server(comfy_host, tmp_path_factory):
     """Real server; its base folder holds tiny PhotoMaker files, the fake buffalo_l pack and photos."""
     import numpy as np
     from PIL import Image
-    from support import fake_insightface, pm_weights
+    from synthetic import fake_insightface, pm_weights
     from support.server import ComfyServer
 
     base = tmp_path_factory.mktemp("server")

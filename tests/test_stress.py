@@ -166,7 +166,7 @@ def test_nan_check_cost_on_full_size_v2(comfy_host):
     """The NaN/inf refusal costs one aminmax per tensor: measured on a full-size V2 encoder
     (543 M parameters, bf16/fp32 mix as released) and its LoRA (93 M), on one thread, next to the
     fp32 conversion every load does anyway."""
-    from support import pm_weights
+    from synthetic import pm_weights
 
     loading = comfy_host.pack_submodule("photomaker_core.loading")
     enc = pm_weights.bf16_mix(pm_weights.make_encoder_state_dict("v2", "full", seed=1))
