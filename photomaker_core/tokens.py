@@ -1,4 +1,5 @@
-"""Trigger-word expansion on ComfyUI token lists (PhotoMaker prompt handling, spec section 3).
+"""Trigger-word expansion on ComfyUI token lists (the prompt handling of the reference PhotoMaker
+pipeline: TencentARC/PhotoMaker, photomaker/pipeline.py, `encode_prompt_with_trigger_word`).
 
 ComfyUI tokenizes a prompt, per CLIP ("l" and "g" for SDXL), into a list of chunks of
 `max_length` (77) tuples `(token, weight, word_id)`. A chunk is laid out as start token, content,

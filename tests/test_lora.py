@@ -19,11 +19,11 @@ from photomaker_core.lora import (
     normalize_lora,
 )
 
-SPEC_TSV = Path(__file__).parent / "data" / "keys" / "photomaker-lora.tsv"  # copy of shared/spec/keys
+SPEC_TSV = Path(__file__).parent / "data" / "keys" / "photomaker-lora.tsv"  # the released LoRA's keys
 V1_RANK = 64
 V1_PARAMETERS = 92_897_280
 
-# SDXL transformer layout, written out from the spec (not from the module under test):
+# SDXL transformer layout, written out from SDXL's UNet config (not from the module under test):
 # (diffusers block, attention modules, transformer blocks per attention, channels, ldm blocks).
 SDXL_BLOCKS = (
     ("down_blocks.1", 2, 2, 640, ("input_blocks.4.1", "input_blocks.5.1")),

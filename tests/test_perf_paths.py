@@ -1,4 +1,4 @@
-"""The speed and memory paths of issue 5 (tests/benchmarks measures them; this checks they are
+"""The speed and memory paths (tests/benchmarks measures them; this checks they are
 taken and change nothing): one CLIP pass when the ID prompt equals the text-only prompt, the CPU
 compute-dtype policy, and an encoder that owns its tensors (no views of the weight file)."""
 from __future__ import annotations

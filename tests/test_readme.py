@@ -1,4 +1,4 @@
-"""The README is for users first (issue 13): its sections, links, names and numbers are checked against
+"""The README is for users first: its sections, links, names and numbers are checked against
 the repository itself, so a renamed workflow, a moved file or a re-measured figure shows up here.
 
 * sections: Install (Manager, comfy-cli with the registry id, clone with the repository URL from

@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-# The spec's headless flags (playwright adds --headless and its own fresh --user-data-dir).
+# Headless flags for a root sandbox without network or GPU (playwright adds --headless and its own
+# fresh --user-data-dir).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
