@@ -180,7 +180,6 @@ class ExpandedPrompt:
 
     chunks: list[list[tuple]]
     positions: dict[str, list[int]] = field(default_factory=dict)
-    class_tokens: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -191,10 +190,6 @@ class _Match:
     trigger: Trigger
     class_index: int
     stop: int
-
-    @property
-    def trigger_span(self) -> range:
-        return range(self.stop - len(self.trigger.ids), self.stop)
 
     @property
     def removed(self) -> range:
@@ -482,10 +477,9 @@ def expand_prompt(chunks: Sequence[Sequence[tuple]], spec: TokenizerSpec,
     slots, marks, sizes = _rewrite_content(flat, matches)
     out_chunks, out_marks = _pour(layout(sizes), spec, slots, marks)
     positions = _collect_positions(out_marks, triggers)
-    class_tokens = {m.trigger.name: flat[m.class_index][0] for m in matches}
     logger.debug("PhotoMaker prompt expanded: %d -> %d chunks, positions %s",
                  len(chunks), len(out_chunks), positions)
-    return ExpandedPrompt(chunks=out_chunks, positions=positions, class_tokens=class_tokens)
+    return ExpandedPrompt(chunks=out_chunks, positions=positions)
 
 
 def _collect_positions(chunk_marks: Sequence[Sequence[Any]],

@@ -36,7 +36,7 @@ def references(analyzer, *colours):
 
 
 def fi_u8(img):
-    from photomaker_core.faces import to_uint8_rgb
+    from support.core_helpers import to_uint8_rgb
 
     return to_uint8_rgb(img)
 

@@ -83,7 +83,7 @@ def test_node_draws_on_the_detected_keypoints(pm_env, faces, h, w, box):
     from synthetic import fake_insightface as fake
     from test_graph import call
 
-    from photomaker_core.faces import to_uint8_rgb
+    from support.core_helpers import to_uint8_rgb
 
     photo = fake.synthetic_face(h=h, w=w, box=box, color=fake.GREEN)
     batch = torch.stack([photo, fake.blank_image(h, w)])

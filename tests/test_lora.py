@@ -15,9 +15,9 @@ import torch
 from photomaker_core.lora import (
     LoraFormatError,
     is_photomaker_lora_key,
-    lora_rank,
     normalize_lora,
 )
+from support.core_helpers import lora_rank
 
 SPEC_TSV = Path(__file__).parent / "data" / "keys" / "photomaker-lora.tsv"  # the released LoRA's keys
 V1_RANK = 64
