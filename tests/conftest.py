@@ -20,8 +20,12 @@ if str(SCRIPTS) not in sys.path:
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-# pm_env and friends (tiny PhotoMaker files, fake InsightFace, input photos) for host tests.
-pytest_plugins = ["graph_fixtures", "reliability_summary", "support.workflow_run"]
+# pm_env and friends (tiny PhotoMaker files, fake InsightFace, input photos, the encoders and
+# tokenizer the reliability and stress suites share) for host tests; the reliability summary line.
+pytest_plugins = ["support.reliability_summary", "support.fixtures", "support.workflow_run"]
+# The shared helpers assert like test code (support.reliability, support.graphs): pytest's detailed
+# assertion messages there too.
+pytest.register_assert_rewrite("support")
 
 
 

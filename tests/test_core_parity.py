@@ -21,7 +21,7 @@ def full_v1_file(pm_env):
 
 def test_v1_one_image_matches_core_photomaker(pm_env, full_v1_file):
     import nodes
-    from test_graph import _expanded_encoding, call, node
+    from support.graphs import call, expanded_encoding, node
 
     tiny = node("TinySDXLLoader")().load(0)
     clip = tiny[1]
@@ -37,7 +37,7 @@ def test_v1_one_image_matches_core_photomaker(pm_env, full_v1_file):
     core_loader = nodes.NODE_CLASS_MAPPINGS["PhotoMakerLoader"]
     with torch.inference_mode():
         (core_model,) = core_loader.execute(photomaker_model_name=full_v1_file).result
-        plain, _, positions = _expanded_encoding(clip, text, [("img", 1)])
+        plain, _, positions = expanded_encoding(clip, text, [("img", 1)])
         mask = torch.zeros(plain.shape[:2], dtype=torch.bool)
         mask[0, positions["img"]] = True
         # the reference's preprocessing (ours; core's own resize differs slightly from the processor's)

@@ -187,7 +187,7 @@ def test_match_identity_threshold_and_report_rounding():
 
 @pytest.fixture(scope="module")
 def engine(pm_env):
-    from test_graph import call, node
+    from support.graphs import call, node
 
     tiny = node("TinySDXLLoader")().load(0)
     faces = call("StackedIDFaceAnalysisLoader", model_pack="buffalo_l", provider="CPU", det_size=640)[0]

@@ -92,7 +92,7 @@ def test_rank_faces_keeps_each_images_box_for_the_sheet():
 
 # ------------------------------------------------------------------ host fixtures
 
-from test_graph import call, node  # noqa: E402  (the shared direct-call helpers)
+from support.graphs import call, node  # noqa: E402  (the shared direct-call helpers)
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,7 @@ def _sim_graph(reference, images, with_faces_at_encode=True, top_k=2):
 
 
 def test_similarity_through_the_engine(comfy_host, env):
-    from graph_fixtures import saved_images
+    from support.graphs import saved_images
 
     gen = ["face_green.png", "noface.png", "face_red2.png", "face_red.png"]
     _, outputs = comfy_host.run_graph(_sim_graph("face_red.png", gen))
@@ -459,7 +459,7 @@ def _tiny_api(path):
 
 
 def test_rank_seeds_workflow_runs(comfy_host, env):
-    from graph_fixtures import saved_images
+    from support.graphs import saved_images
 
     api = _tiny_api(REPO / "workflows" / "06-photomaker-rank-seeds.json")
     types = {e["class_type"] for e in api.values()}
@@ -477,7 +477,7 @@ def test_rank_seeds_workflow_runs(comfy_host, env):
 
 
 def test_batch_identities_workflow_runs(comfy_host, env):
-    from graph_fixtures import saved_images
+    from support.graphs import saved_images
 
     api = _tiny_api(REPO / "workflows" / "10-photomaker-batch-identities.json")
     (apply_id,) = [k for k, e in api.items() if e["class_type"] == "StackedIDApplyBatch"]

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from graph_fixtures import graph
-from test_graph import call
+from support.graphs import call, graph
 
 pytestmark = pytest.mark.host
 

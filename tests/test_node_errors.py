@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 
-from test_graph import call
+from support.graphs import call
 
 pytestmark = pytest.mark.host
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_graph import call, images, node
+from support.graphs import call, images, node
 
 pytestmark = pytest.mark.host
 
