@@ -1,5 +1,5 @@
 """Headless Debian Chromium driven by playwright, for the tests that check pages in a real browser
-(tests/test_ui.py: the frontend; tests/test_batch.py: the batch contact sheet)."""
+(tests/test_ui.py: the frontend; tests/test_photomaker_batch.py: the batch contact sheet)."""
 from __future__ import annotations
 
 import os
