@@ -1,6 +1,6 @@
 """Repository layout rules: scripts/ stands on its own (it never reads, imports or copies anything from
-tests/), and no source file or developer document cites an issue number or a document that is not in
-the repository."""
+tests/), no test file imports from another (shared code is in tests/support/), and no source file or
+developer document cites an issue number or a document that is not in the repository."""
 from __future__ import annotations
 
 import re
@@ -52,6 +52,16 @@ def test_script_rules_catch_the_old_forms():
 def test_scripts_never_reach_into_tests(path):
     """scripts/ (the demo, its synthetic models, the host stand-ins, setup) works without tests/."""
     assert script_violations(path.read_text()) == [], path
+
+
+def test_no_test_file_imports_another():
+    """Helpers and fixtures two test files need live in tests/support/, not in either test file."""
+    rule = re.compile(r"^\s*(from\s+test_\w+\s+import|import\s+test_\w+)", re.M)
+    hits = [f"{p.name}: {m.group(0).strip()}" for p in sorted((REPO / "tests").glob("test_*.py"))
+            for m in rule.finditer(p.read_text())]
+    hits += [f"support/{p.name}: {m.group(0).strip()}"
+             for p in sorted((REPO / "tests" / "support").glob("*.py")) for m in rule.finditer(p.read_text())]
+    assert hits == []
 
 
 # A citation of something the reader cannot open: an issue number, a section of a specification kept
