@@ -22,8 +22,6 @@ import torch
 
 from . import install_hints
 from .errors import PhotoMakerError
-from .preprocess import to_rgb
-from .similarity import cosine
 
 logger = logging.getLogger(__name__)
 
@@ -83,17 +81,6 @@ class Face:
     det_score: float
     embedding: np.ndarray  # [512] float32, raw ArcFace output (NOT normalised, like the reference)
     det_size: int  # detector input size that found it
-
-    @property
-    def area(self) -> float:
-        """Box area in pixels."""
-        return _box_areas(self.bbox[None])[0]
-
-    @property
-    def normed_embedding(self) -> np.ndarray:
-        """Unit-length embedding (for similarity checks; PhotoMaker itself uses the raw one)."""
-        norm = float(np.linalg.norm(self.embedding))
-        return self.embedding / norm if norm > 0 else self.embedding
 
 
 # ---- model pack and providers ------------------------------------------------------------------
@@ -353,7 +340,7 @@ class FaceAnalyzer:
         img = np.asarray(image_rgb_uint8)
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f"expected an RGB uint8 [H,W,3] image, got {img.dtype} {img.shape} "
-                             "(use to_uint8_rgb)")
+                             "(convert with preprocess.to_rgb, then rgb_to_uint8)")
         # insightface takes OpenCV's BGR order and swaps back to RGB itself; feeding RGB (a peer
         # pack's bug) silently degrades identity embeddings.
         bgr = np.ascontiguousarray(img[:, :, ::-1])
@@ -379,30 +366,6 @@ class FaceAnalyzer:
 
 
 # ---- image helpers ------------------------------------------------------------------------------
-
-def _as_numpy_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
-    """float32 [H,W,C] numpy view of a ComfyUI IMAGE item ([H,W,C], [1,H,W,C] or [H,W])."""
-    if isinstance(image, torch.Tensor):
-        arr = image.detach().to(device="cpu", dtype=torch.float32).numpy()
-    else:
-        arr = np.asarray(image, dtype=np.float32)
-    if arr.ndim == 4 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or 0 in arr.shape:
-        raise ValueError(f"expected one image [H,W,C] with C in 1, 3, 4; got shape "
-                         f"{tuple(arr.shape)}")
-    return arr
-
-
-def to_uint8_rgb(image: torch.Tensor | np.ndarray) -> np.ndarray:
-    """ComfyUI IMAGE [H,W,C] float 0..1 -> contiguous uint8 RGB [H,W,3].
-
-    The channel and NaN rules are `preprocess.to_rgb`'s (grayscale repeated, alpha dropped, NaN 0,
-    clamped)."""
-    return rgb_to_uint8(to_rgb(torch.from_numpy(np.ascontiguousarray(_as_numpy_hwc(image)))[None])[0])
-
 
 def rgb_to_uint8(rgb: torch.Tensor) -> np.ndarray:
     """[H,W,3] float RGB already in 0..1 (from `preprocess.to_rgb`) -> contiguous uint8 numpy.
@@ -434,6 +397,3 @@ def draw_box(image_rgb_float: torch.Tensor, bbox, color=(0.0, 1.0, 0.0),
     out[..., y1:y2, max(x2 - width, x1):x2, :] = c  # right
     return out
 
-
-# One cosine for the whole pack (numpy or torch vectors; 0.0 when either is zero).
-cosine_similarity = cosine

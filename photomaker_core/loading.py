@@ -32,7 +32,6 @@ REQUIRED_ENCODER_KEYS = ("vision_model.embeddings.class_embedding",
                          "vision_model.embeddings.patch_embedding.weight",
                          "fuse_module.mlp1.fc1.weight", "fuse_module.layer_norm.weight")
 ENCODER_PREFIXES = ("id_encoder.", "pmid.")
-LORA_PREFIXES = ("lora_weights.",)
 
 
 @dataclass

@@ -348,13 +348,3 @@ def normalize_lora(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     logger.debug("PhotoMaker LoRA: normalized %d keys into %d modules", len(sd), len(modules))
     return out
 
-
-def lora_rank(sd: Mapping[str, Tensor]) -> int:
-    """The rank shared by every module of the LoRA (64 for PhotoMaker V1/V2), any spelling.
-
-    Raises LoraFormatError if the LoRA is malformed or its modules have different ranks."""
-    normalized = normalize_lora(sd)
-    ranks = {int(t.shape[0]) for k, t in normalized.items() if k.endswith(".lora_down.weight")}
-    if len(ranks) != 1:
-        raise LoraFormatError(f"LoRA modules have different ranks {sorted(ranks)}; expected one")
-    return ranks.pop()

@@ -1,4 +1,5 @@
-"""Trigger-word expansion on ComfyUI token lists (PhotoMaker prompt handling, spec section 3).
+"""Trigger-word expansion on ComfyUI token lists (the prompt handling of the reference PhotoMaker
+pipeline: TencentARC/PhotoMaker, photomaker/pipeline.py, `encode_prompt_with_trigger_word`).
 
 ComfyUI tokenizes a prompt, per CLIP ("l" and "g" for SDXL), into a list of chunks of
 `max_length` (77) tuples `(token, weight, word_id)`. A chunk is laid out as start token, content,
@@ -179,7 +180,6 @@ class ExpandedPrompt:
 
     chunks: list[list[tuple]]
     positions: dict[str, list[int]] = field(default_factory=dict)
-    class_tokens: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -190,10 +190,6 @@ class _Match:
     trigger: Trigger
     class_index: int
     stop: int
-
-    @property
-    def trigger_span(self) -> range:
-        return range(self.stop - len(self.trigger.ids), self.stop)
 
     @property
     def removed(self) -> range:
@@ -481,10 +477,9 @@ def expand_prompt(chunks: Sequence[Sequence[tuple]], spec: TokenizerSpec,
     slots, marks, sizes = _rewrite_content(flat, matches)
     out_chunks, out_marks = _pour(layout(sizes), spec, slots, marks)
     positions = _collect_positions(out_marks, triggers)
-    class_tokens = {m.trigger.name: flat[m.class_index][0] for m in matches}
     logger.debug("PhotoMaker prompt expanded: %d -> %d chunks, positions %s",
                  len(chunks), len(out_chunks), positions)
-    return ExpandedPrompt(chunks=out_chunks, positions=positions, class_tokens=class_tokens)
+    return ExpandedPrompt(chunks=out_chunks, positions=positions)
 
 
 def _collect_positions(chunk_marks: Sequence[Sequence[Any]],

@@ -378,11 +378,9 @@ def missing_report(missing: list[dict], downloads_tried: bool) -> str:
 
 # -------------------------------------------------------------------------------- synthetic
 
-def _support():
-    tests = str(REPO / "tests")
-    if tests not in sys.path:
-        sys.path.append(tests)
-    from support import fake_insightface, pm_weights, tiny_sdxl
+def _synthetic():
+    """scripts/synthetic (imported late: tiny_sdxl needs a booted ComfyUI)."""
+    from synthetic import fake_insightface, pm_weights, tiny_sdxl
 
     return tiny_sdxl, pm_weights, fake_insightface
 
@@ -405,7 +403,7 @@ def build_synthetic_models(cache: Path) -> None:
     import comfy.sd
     import comfy.taesd.taesd
 
-    tiny_sdxl, pm_weights, fake_insightface = _support()
+    tiny_sdxl, pm_weights, fake_insightface = _synthetic()
     for sub in ("checkpoints", "photomaker"):
         (cache / sub).mkdir(parents=True, exist_ok=True)
     with torch.inference_mode(False):
@@ -434,7 +432,7 @@ def register_synthetic(folder_paths, cache: Path) -> None:
 
 def synthetic_photo_array():
     """A photo the fake detector sees: a saturated red block with eyes/nose on a grey background."""
-    _, _, fake_insightface = _support()
+    _, _, fake_insightface = _synthetic()
     img = fake_insightface.synthetic_face(h=512, w=512, box=(160, 128, 352, 352))
     return (img.numpy() * 255).round().astype("uint8")
 
@@ -583,7 +581,7 @@ def main(argv=None) -> int:
         # Tiny tensors: one thread is as fast, and immune to OpenMP stalls when other processes
         # share the cores (2 threads on a busy 2-core machine ran 15x slower).
         torch.set_num_threads(1)
-        tiny_sdxl, _, _ = _support()
+        tiny_sdxl, _, _ = _synthetic()
         tiny_sdxl.register_tiny_model_config()  # so CheckpointLoaderSimple detects the tiny SDXL
         build_synthetic_models(SYNTHETIC_CACHE)
         register_synthetic(folder_paths, SYNTHETIC_CACHE)

@@ -18,8 +18,9 @@ python3 -m venv --system-site-packages "$H/venv"
 SP=$("$H/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 python3 -c 'import site; print("\n".join(p for p in site.getsitepackages() if p))' > "$SP/_pm_base.pth"
 # torchsde and av: imported by the host, never used by Euler sampling, absent on that machine: the
-# GPU benchmark's stand-ins, installed at every start of this venv's Python
-echo "import sys; sys.path.insert(0, '$P/tests/benchmarks'); import gpu_bench; gpu_bench.stub_missing()" \
+# GPU benchmark's stand-ins (scripts/host_stubs/optional_modules.py), installed at every start of this
+# venv's Python
+echo "import sys; sys.path.insert(0, '$P/scripts/host_stubs'); import optional_modules; optional_modules.stub_missing()" \
   > "$SP/_pm_stub.pth"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 echo "== make demo inside $P (V1 workflow, synthetic weights: no network here)"

@@ -8,8 +8,8 @@ cd "$ROOT"
 PY=${PYTHON:-python3}
 VENV="$ROOT/.venv"
 STAMP="$VENV/.setup-stamp"
-KEY=$(cat scripts/setup_env.sh requirements.txt requirements-dev.txt tests/support/tv_cpu_shim.py \
-        tests/support/torchaudio_stub/torchaudio/*.py | sha256sum | cut -c1-16)
+KEY=$(cat scripts/setup_env.sh requirements.txt requirements-dev.txt scripts/host_stubs/tv_cpu_shim.py \
+        scripts/host_stubs/torchaudio_stub/torchaudio/*.py | sha256sum | cut -c1-16)
 
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$KEY" ]; then
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
@@ -17,10 +17,10 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$KEY" ]; then
   # torch is never a pack dependency: the host brings it. Here: the CPU build (2.13.0).
   $PIP torch==2.13.0
   # ComfyUI imports torchvision unconditionally; PyPI's build is CUDA-linked, so it goes in without
-  # deps and a test-only shim (tests/support/tv_cpu_shim.py) lets it import beside CPU torch.
+  # deps and a test-only shim (scripts/host_stubs/tv_cpu_shim.py) lets it import beside CPU torch.
   $PIP --no-deps torchvision==0.28.0
   SP=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-  cp tests/support/tv_cpu_shim.py "$SP/_pm_tv_cpu_shim.py"
+  cp scripts/host_stubs/tv_cpu_shim.py "$SP/_pm_tv_cpu_shim.py"
   echo "import _pm_tv_cpu_shim; _pm_tv_cpu_shim.install_hook()" > "$SP/_pm_tv_cpu_shim.pth"
   # The host's runtime needs (its requirements.txt, plus requests which server.py imports).
   $PIP numpy einops 'transformers>=4.50.3' 'tokenizers>=0.13.3' 'safetensors>=0.4.2' pyyaml Pillow \
@@ -32,7 +32,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$KEY" ]; then
   # ComfyUI 0.33 imports torchaudio unconditionally; no build of it loads beside CPU torch 2.13, so
   # the test venv gets a stand-in that imports and raises on use (never part of the pack).
   rm -rf "$SP/torchaudio"
-  cp -r tests/support/torchaudio_stub/torchaudio "$SP/torchaudio"
+  cp -r scripts/host_stubs/torchaudio_stub/torchaudio "$SP/torchaudio"
   $PIP -r requirements.txt -r requirements-dev.txt
   echo "$KEY" > "$STAMP"
 fi

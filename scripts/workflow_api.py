@@ -13,7 +13,7 @@ This mirrors what the frontend does in `graphToPrompt` (ComfyUI frontend 1.x):
   input of a matching type, a muted node (mode 2) is left out together with every input fed by it;
 * frontend-only nodes (Note, MarkdownNote, Reroute, PrimitiveNode) do not appear in the output.
 
-Usage (with the host booted, e.g. tests/support/host.py or scripts/demo.py):
+Usage (with the host booted, e.g. by the test harness or scripts/demo.py):
 
     from workflow_api import ui_to_api, substitute
     api = ui_to_api(json.load(open("workflows/01-photomaker-v2-basic.json")))

@@ -12,11 +12,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # so the host's own `nodes` module always wins over this repo's `nodes/` package.
 if str(REPO_ROOT) not in sys.path:
     sys.path.append(str(REPO_ROOT))
+# scripts/ for `synthetic` (the tiny SDXL, PhotoMaker files and fake InsightFace the demo builds too)
+# and the scripts the tests drive. Appended as well: nothing there shadows an installed module.
+SCRIPTS = REPO_ROOT / "scripts"
+if str(SCRIPTS) not in sys.path:
+    sys.path.append(str(SCRIPTS))
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-# pm_env and friends (tiny PhotoMaker files, fake InsightFace, input photos) for host tests.
-pytest_plugins = ["graph_fixtures", "reliability_summary", "support.workflow_run"]
+# pm_env and friends (tiny PhotoMaker files, fake InsightFace, input photos, the encoders and
+# tokenizer the reliability and stress suites share) for host tests; the reliability summary line.
+pytest_plugins = ["support.reliability_summary", "support.fixtures", "support.workflow_run"]
+# The shared helpers assert like test code (support.reliability, support.graphs): pytest's detailed
+# assertion messages there too.
+pytest.register_assert_rewrite("support")
 
 
 
@@ -33,7 +42,7 @@ def comfy_host():
 @pytest.fixture(scope="session")
 def tiny_clip(comfy_host):
     import torch
-    from support import tiny_sdxl
+    from synthetic import tiny_sdxl
 
     with torch.inference_mode(False):
         return tiny_sdxl.make_clip()
@@ -41,14 +50,14 @@ def tiny_clip(comfy_host):
 
 @pytest.fixture(scope="session")
 def tiny_model(comfy_host):
-    from support import tiny_sdxl
+    from synthetic import tiny_sdxl
 
     return tiny_sdxl.make_model()
 
 
 @pytest.fixture(scope="session")
 def tiny_vae(comfy_host):
-    from support import tiny_sdxl
+    from synthetic import tiny_sdxl
 
     return tiny_sdxl.make_vae()
 

@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.host, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def full_v1_file(pm_env):
-    from support import pm_weights
+    from synthetic import pm_weights
 
     path = pm_env["pm_dir"] / "full-v1.bin"
     pm_weights.write_nested_bin(path, pm_weights.make_encoder_state_dict("v1", "full", seed=5),
@@ -21,7 +21,7 @@ def full_v1_file(pm_env):
 
 def test_v1_one_image_matches_core_photomaker(pm_env, full_v1_file):
     import nodes
-    from test_graph import _expanded_encoding, call, node
+    from support.graphs import call, expanded_encoding, node
 
     tiny = node("TinySDXLLoader")().load(0)
     clip = tiny[1]
@@ -37,7 +37,7 @@ def test_v1_one_image_matches_core_photomaker(pm_env, full_v1_file):
     core_loader = nodes.NODE_CLASS_MAPPINGS["PhotoMakerLoader"]
     with torch.inference_mode():
         (core_model,) = core_loader.execute(photomaker_model_name=full_v1_file).result
-        plain, _, positions = _expanded_encoding(clip, text, [("img", 1)])
+        plain, _, positions = expanded_encoding(clip, text, [("img", 1)])
         mask = torch.zeros(plain.shape[:2], dtype=torch.bool)
         mask[0, positions["img"]] = True
         # the reference's preprocessing (ours; core's own resize differs slightly from the processor's)

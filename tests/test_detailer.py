@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from support import fake_insightface as fi
+from synthetic import fake_insightface as fi
 
 from photomaker_core import detailer as dt
 from photomaker_core import face_pipeline as fp
@@ -36,7 +36,7 @@ def references(analyzer, *colours):
 
 
 def fi_u8(img):
-    from photomaker_core.faces import to_uint8_rgb
+    from support.core_helpers import to_uint8_rgb
 
     return to_uint8_rgb(img)
 
@@ -187,7 +187,7 @@ def test_match_identity_threshold_and_report_rounding():
 
 @pytest.fixture(scope="module")
 def engine(pm_env):
-    from test_graph import call, node
+    from support.graphs import call, node
 
     tiny = node("TinySDXLLoader")().load(0)
     faces = call("StackedIDFaceAnalysisLoader", model_pack="buffalo_l", provider="CPU", det_size=640)[0]

@@ -1,9 +1,11 @@
-"""photomaker_core.encoder / preprocess against an independent plain-torch reference of the spec.
+"""photomaker_core.encoder / preprocess against an independent plain-torch reference implementation.
 
-The reference below is written from shared/spec/photomaker.md (sections 1, 2, 5) as functions over
+The reference below is written from the reference PhotoMaker code (TencentARC/PhotoMaker:
+photomaker/model.py for V1, photomaker/model_v2.py for V2, and the CLIP image processor its pipeline
+preprocesses ID images with) as functions over
 the state dict: explicit matmuls, explicit LayerNorm/softmax/GELU formulas, patch embedding as an
 unfold + matmul (not a conv). It shares nothing with photomaker_core but the key names.
-Weights come from tests/support/pm_weights.py (seeded random, real key names, "tiny" and "full").
+Weights come from scripts/synthetic/pm_weights.py (seeded random, real key names, "tiny" and "full").
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from support import pm_weights as pw
+from synthetic import pm_weights as pw
 
 from photomaker_core.encoder import build_encoder, infer_config, load_photomaker
 from photomaker_core.preprocess import clip_preprocess
@@ -26,7 +28,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 # ==================================================================================================
-# independent reference (spec sections 1, 2)
+# independent reference (the V1 and V2 ID encoders)
 
 def lin(x, sd, p):
     y = x @ sd[f"{p}.weight"].t()
@@ -162,7 +164,8 @@ def pixels_like_clip(n, seed=0, size=224):
 
 
 def arcface_like(n, seed=0):
-    """Raw ArcFace-like embeddings (not normalised; norm ~ sqrt(512) = 22.6, spec: 20-30)."""
+    """Raw ArcFace-like embeddings (not normalised; norm ~ sqrt(512) = 22.6; real ArcFace embeddings
+    have norms of 20-30)."""
     return torch.randn(n, 512, generator=torch.Generator().manual_seed(seed + 17))
 
 
@@ -460,7 +463,7 @@ def test_full_geometry_matches_reference(version):
 
 
 # ==================================================================================================
-# clip_preprocess (spec section 5) against PIL
+# clip_preprocess (the reference's CLIP image processor: bicubic resize, centre crop, mean/std) against PIL
 
 from PIL import Image as PIL  # noqa: E402
 

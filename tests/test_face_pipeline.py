@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from support import fake_insightface as fi
+from synthetic import fake_insightface as fi
 
 from photomaker_core import clip_preprocess
 from photomaker_core import face_pipeline as fp
-from photomaker_core.faces import rgb_to_uint8, to_uint8_rgb
+from photomaker_core.faces import rgb_to_uint8
 from photomaker_core.preprocess import to_rgb
+from support.core_helpers import to_uint8_rgb
 
 pytest.importorskip("insightface")
 

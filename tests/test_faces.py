@@ -2,7 +2,7 @@
 
 The fake detector finds saturated red/green/blue blocks (colour as seen by the network, i.e. after
 insightface's own BGR->RGB swap) and the fake recognizer's embedding depends on the colour, so the
-colour is the identity. See tests/support/fake_insightface.py.
+colour is the identity. See scripts/synthetic/fake_insightface.py.
 """
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ import torch
 
 from photomaker_core import faces
 from photomaker_core.faces import FaceAnalysisError, FaceAnalyzer, InsightFaceMissing
-from support import fake_insightface as fi
+from photomaker_core.similarity import cosine
+from support.core_helpers import face_area, normed_embedding, to_uint8_rgb
+from synthetic import fake_insightface as fi
 
 insightface = pytest.importorskip("insightface")
 
@@ -49,7 +51,7 @@ def reference_app(pack_dir):
 
 
 def rgb_u8(image: torch.Tensor) -> np.ndarray:
-    return faces.to_uint8_rgb(image)
+    return to_uint8_rgb(image)
 
 
 def bgr_u8(image: torch.Tensor) -> np.ndarray:
@@ -75,14 +77,14 @@ def test_detects_face_with_right_box(analyzer):
     assert np.all((face.kps[:, 1] > y1) & (face.kps[:, 1] < y2))
     assert 0.9 < face.det_score <= 1.0 and isinstance(face.det_score, float)
     assert face.det_size == 640
-    assert face.area == pytest.approx(128 * 128, rel=0.03)
+    assert face_area(face) == pytest.approx(128 * 128, rel=0.03)
 
 
 def test_embedding_is_raw_512(analyzer):
     face = analyzer.detect(rgb_u8(fi.synthetic_face()))
     assert face.embedding.shape == (512,) and face.embedding.dtype == np.float32
     assert np.linalg.norm(face.embedding) > 5.0  # raw ArcFace output, not unit length
-    assert np.linalg.norm(face.normed_embedding) == pytest.approx(1.0, abs=1e-5)
+    assert np.linalg.norm(normed_embedding(face)) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_matches_insightface_reference_path(analyzer, reference_app):
@@ -102,11 +104,11 @@ def test_rgb_is_converted_to_bgr(analyzer, reference_app):
     network would see a blue face: same box, but the blue embedding."""
     red_ref = reference_embedding(reference_app, fi.RED)
     blue_ref = reference_embedding(reference_app, fi.BLUE)
-    assert faces.cosine_similarity(red_ref, blue_ref) < 0.5  # the identities are distinct
+    assert cosine(red_ref, blue_ref) < 0.5  # the identities are distinct
 
     face = analyzer.detect(rgb_u8(fi.synthetic_face(color=fi.RED)))
-    assert faces.cosine_similarity(face.embedding, red_ref) > 0.999
-    assert faces.cosine_similarity(face.embedding, blue_ref) < 0.5
+    assert cosine(face.embedding, red_ref) > 0.999
+    assert cosine(face.embedding, blue_ref) < 0.5
 
 
 def test_detector_receives_bgr_pixels(analyzer, monkeypatch):
@@ -151,11 +153,11 @@ def test_score_and_largest_selection_differ(analyzer, reference_app):
     largest = analyzer.detect(rgb_u8(image), select="largest")
     np.testing.assert_allclose(by_score.bbox, (20, 20, 320, 40), atol=1.5)
     np.testing.assert_allclose(largest.bbox, (400, 200, 550, 350), atol=1.5)
-    assert by_score.det_score > largest.det_score and largest.area > by_score.area
+    assert by_score.det_score > largest.det_score and face_area(largest) > face_area(by_score)
     # each selected face is embedded from its own crop
     blue_ref = reference_embedding(reference_app, fi.BLUE)
-    assert faces.cosine_similarity(largest.embedding, blue_ref) > 0.99
-    assert faces.cosine_similarity(by_score.embedding, blue_ref) < 0.9
+    assert cosine(largest.embedding, blue_ref) > 0.99
+    assert cosine(by_score.embedding, blue_ref) < 0.9
 
 
 def test_no_face_returns_none_after_all_sizes(analyzer, monkeypatch):
@@ -206,42 +208,42 @@ def test_active_providers(analyzer):
 
 def test_to_uint8_rgb_rgb_roundtrip_is_exact():
     u8 = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
-    out = faces.to_uint8_rgb(torch.from_numpy(u8.astype(np.float32) / 255.0))
+    out = to_uint8_rgb(torch.from_numpy(u8.astype(np.float32) / 255.0))
     assert out.dtype == np.uint8 and out.flags.c_contiguous
     np.testing.assert_array_equal(out, u8)
 
 
 def test_to_uint8_rgb_rgba_drops_alpha():
     rgba = torch.tensor([[[1.0, 0.5, 0.0, 0.0]]])  # [1,1,4], transparent
-    assert faces.to_uint8_rgb(rgba).tolist() == [[[255, 128, 0]]]
+    assert to_uint8_rgb(rgba).tolist() == [[[255, 128, 0]]]
 
 
 @pytest.mark.parametrize("shape", [(4, 6, 1), (4, 6)])
 def test_to_uint8_rgb_grayscale_to_rgb(shape):
     gray = torch.linspace(0, 1, 24).reshape(shape)
-    out = faces.to_uint8_rgb(gray)
+    out = to_uint8_rgb(gray)
     assert out.shape == (4, 6, 3)
     assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
     assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
 
 
 def test_to_uint8_rgb_one_pixel_nan_and_clamp():
-    assert faces.to_uint8_rgb(torch.tensor([[[0.2, 0.4, 0.6]]])).tolist() == [[[51, 102, 153]]]
+    assert to_uint8_rgb(torch.tensor([[[0.2, 0.4, 0.6]]])).tolist() == [[[51, 102, 153]]]
     weird = np.array([[[np.nan, 2.0, -1.0], [np.inf, -np.inf, 0.5]]], dtype=np.float32)
-    assert faces.to_uint8_rgb(weird).tolist() == [[[0, 255, 0], [255, 0, 128]]]
+    assert to_uint8_rgb(weird).tolist() == [[[0, 255, 0], [255, 0, 128]]]
 
 
 def test_to_uint8_rgb_accepts_batch_of_one_and_half_precision():
     image = fi.synthetic_face(h=32, w=48, box=(8, 8, 24, 24))
-    expected = faces.to_uint8_rgb(image)
-    np.testing.assert_array_equal(faces.to_uint8_rgb(image[None]), expected)
-    assert faces.to_uint8_rgb(image.to(torch.bfloat16)).shape == (32, 48, 3)
+    expected = to_uint8_rgb(image)
+    np.testing.assert_array_equal(to_uint8_rgb(image[None]), expected)
+    assert to_uint8_rgb(image.to(torch.bfloat16)).shape == (32, 48, 3)
 
 
 @pytest.mark.parametrize("shape", [(2, 4, 4, 3), (4, 4, 2), (0, 4, 3), (4,)])
 def test_to_uint8_rgb_rejects_bad_shapes(shape):
     with pytest.raises(ValueError, match="shape"):
-        faces.to_uint8_rgb(torch.zeros(shape))
+        to_uint8_rgb(torch.zeros(shape))
 
 
 def test_draw_box_returns_new_tensor_and_keeps_input():
@@ -271,12 +273,12 @@ def test_draw_box_clips_batches_and_inference_tensors():
 
 def test_cosine_similarity():
     a = np.array([1.0, 2.0, 3.0])
-    assert faces.cosine_similarity(a, a * 4) == pytest.approx(1.0)
-    assert faces.cosine_similarity(a, -a) == pytest.approx(-1.0)
-    assert faces.cosine_similarity(torch.tensor([1.0, 0.0]), [0.0, 1.0]) == pytest.approx(0.0)
-    assert faces.cosine_similarity(np.zeros(3), a) == 0.0
+    assert cosine(a, a * 4) == pytest.approx(1.0)
+    assert cosine(a, -a) == pytest.approx(-1.0)
+    assert cosine(torch.tensor([1.0, 0.0]), [0.0, 1.0]) == pytest.approx(0.0)
+    assert cosine(np.zeros(3), a) == 0.0
     with pytest.raises(ValueError):
-        faces.cosine_similarity(a, a[:2])
+        cosine(a, a[:2])
 
 
 # ---- model pack checks --------------------------------------------------------------------------

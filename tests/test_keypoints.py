@@ -72,7 +72,7 @@ def test_no_face_is_black_and_bad_points_are_refused():
 
 @pytest.fixture(scope="module")
 def faces(pm_env):
-    from test_graph import call
+    from support.graphs import call
 
     return call("StackedIDFaceAnalysisLoader", model_pack="buffalo_l", provider="CPU", det_size=640)[0]
 
@@ -80,10 +80,10 @@ def faces(pm_env):
 @pytest.mark.host
 @pytest.mark.parametrize("h, w, box", [(331, 517, (101, 77, 293, 269)), (480, 641, (300, 100, 460, 300))])
 def test_node_draws_on_the_detected_keypoints(pm_env, faces, h, w, box):
-    from support import fake_insightface as fake
-    from test_graph import call
+    from synthetic import fake_insightface as fake
+    from support.graphs import call
 
-    from photomaker_core.faces import to_uint8_rgb
+    from support.core_helpers import to_uint8_rgb
 
     photo = fake.synthetic_face(h=h, w=w, box=box, color=fake.GREEN)
     batch = torch.stack([photo, fake.blank_image(h, w)])
@@ -114,7 +114,7 @@ def test_node_draws_on_the_detected_keypoints(pm_env, faces, h, w, box):
 
 @pytest.mark.host
 def test_node_refuses_a_non_image(pm_env, faces):
-    from test_graph import call
+    from support.graphs import call
 
     with pytest.raises(ValueError, match="input 'images'"):
         call("StackedIDFaceKeypoints", face_analysis=faces, images=torch.zeros(0, 8, 8, 3))

@@ -1,7 +1,7 @@
 """photomaker_core.loading: every container layout seen in the wild, hostile and foreign files.
 
-Files are written by tests/support/pm_weights.py from the spec's key layouts (no photomaker_core
-code involved), then read back through the library.
+Files are written by scripts/synthetic/pm_weights.py from the released files' key layouts (no
+photomaker_core code involved), then read back through the library.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from support import pm_weights as pw
+from synthetic import pm_weights as pw
 
 from photomaker_core.loading import (
     PhotoMakerFileError,
@@ -28,12 +28,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def spec_keys_dir() -> Path | None:
-    # tests/data/keys is a copy of the project's spec key lists (shared/spec/keys), kept in the repo
-    # so the layout checks run in every checkout.
-    for cand in (REPO_ROOT / "tests" / "data" / "keys", REPO_ROOT.parent / "shared" / "spec" / "keys"):
-        if (cand / "photomaker-v1-id_encoder.tsv").is_file():
-            return cand
-    return None
+    # tests/data/keys: the key lists of the released files (every tensor name and shape of
+    # photomaker-v1.bin / photomaker-v2.bin's id_encoder and of their lora_weights).
+    cand = REPO_ROOT / "tests" / "data" / "keys"
+    return cand if (cand / "photomaker-v1-id_encoder.tsv").is_file() else None
 
 
 def assert_same_tensors(got: dict | None, want: dict, what: str):
@@ -91,9 +89,9 @@ def test_full_layout_equals_spec_key_lists(name, layout):
 
 
 def test_tiny_unet_config_matches_tiny_sdxl():
-    """pm_weights' tiny LoRA follows tests/support/tiny_sdxl.TINY_UNET_CONFIG (read with ast: that
+    """pm_weights' tiny LoRA follows scripts/synthetic/tiny_sdxl.TINY_UNET_CONFIG (read with ast: that
     module imports ComfyUI)."""
-    tree = ast.parse((REPO_ROOT / "tests" / "support" / "tiny_sdxl.py").read_text())
+    tree = ast.parse((REPO_ROOT / "scripts" / "synthetic" / "tiny_sdxl.py").read_text())
     config = None
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "TINY_UNET_CONFIG"
@@ -118,7 +116,7 @@ def test_tiny_lora_blocks():
     k = "unet.up_blocks.1.attentions.2.transformer_blocks.0.attn2.processor.to_k_lora.down.weight"
     assert lora[k].shape == (4, 2048)
     assert lora[k.replace("to_k_lora.down", "to_out_lora.up")].shape == (64, 4)
-    # full: spec's ldm block map
+    # full: SDXL's diffusers -> ldm block map
     assert [pw.ldm_block_name(b) for b, _, _ in pw.unet_attention_blocks("full")] == [
         "input_blocks.4.1", "input_blocks.5.1", "input_blocks.7.1", "input_blocks.8.1", "middle_block.1",
         "output_blocks.0.1", "output_blocks.1.1", "output_blocks.2.1",
@@ -266,7 +264,7 @@ def test_lora_only_full_layout(tmp_path):
 
 @pytest.mark.parametrize("spelling", ["kohya", "peft", "dotted"])
 def test_lora_only_other_spellings_accepted(tmp_path, spelling):
-    """Spec section 6: PhotoMaker's LoRA is also accepted as `.lora.{down,up}`, PEFT lora_A/lora_B
+    """PhotoMaker's LoRA is also accepted as `.lora.{down,up}`, PEFT lora_A/lora_B
     and kohya lora_unet_* (same targets: attn1/attn2 to_q/k/v/out only). Such a file is a
     PhotoMaker LoRA-only file, not a foreign LoRA."""
     lora = pw.make_lora_state_dict("tiny", seed=6)

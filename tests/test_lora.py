@@ -15,15 +15,15 @@ import torch
 from photomaker_core.lora import (
     LoraFormatError,
     is_photomaker_lora_key,
-    lora_rank,
     normalize_lora,
 )
+from support.core_helpers import lora_rank
 
-SPEC_TSV = Path(__file__).parent / "data" / "keys" / "photomaker-lora.tsv"  # copy of shared/spec/keys
+SPEC_TSV = Path(__file__).parent / "data" / "keys" / "photomaker-lora.tsv"  # the released LoRA's keys
 V1_RANK = 64
 V1_PARAMETERS = 92_897_280
 
-# SDXL transformer layout, written out from the spec (not from the module under test):
+# SDXL transformer layout, written out from SDXL's UNet config (not from the module under test):
 # (diffusers block, attention modules, transformer blocks per attention, channels, ldm blocks).
 SDXL_BLOCKS = (
     ("down_blocks.1", 2, 2, 640, ("input_blocks.4.1", "input_blocks.5.1")),
@@ -356,14 +356,14 @@ def comfy_lib():
 
 @pytest.fixture(scope="module")
 def tiny_patcher(comfy_lib):
-    from support import tiny_sdxl
+    from synthetic import tiny_sdxl
 
     return tiny_sdxl.make_model()
 
 
 @pytest.fixture(scope="module")
 def tiny_sdxl_clip(comfy_lib):
-    from support import tiny_sdxl
+    from synthetic import tiny_sdxl
 
     with torch.inference_mode(False):
         return tiny_sdxl.make_clip()
@@ -373,7 +373,7 @@ def tiny_sdxl_clip(comfy_lib):
 def meta_sdxl(comfy_lib):
     """A full-size SDXL model_base on the meta device, as ComfyUI builds it (no weights)."""
     import comfy.supported_models
-    from support.tiny_sdxl import FULL_UNET_CONFIG
+    from synthetic.tiny_sdxl import FULL_UNET_CONFIG
 
     with torch.device("meta"):
         model_config = comfy.supported_models.SDXL(dict(FULL_UNET_CONFIG))

@@ -1,4 +1,4 @@
-"""Registry-ready packaging (issue 4): pyproject.toml, requirements.txt, node docs, no install scripts.
+"""Registry-ready packaging: pyproject.toml, requirements.txt, node docs, no install scripts.
 
 * pyproject.toml has the registry's [project] and [tool.comfy] fields, parses with the host's own
   `comfy_config.config_parser` (what ComfyUI and the registry tooling read), declares no torch, and

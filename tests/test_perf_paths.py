@@ -1,4 +1,4 @@
-"""The speed and memory paths of issue 5 (tests/benchmarks measures them; this checks they are
+"""The speed and memory paths (tests/benchmarks measures them; this checks they are
 taken and change nothing): one CLIP pass when the ID prompt equals the text-only prompt, the CPU
 compute-dtype policy, and an encoder that owns its tensors (no views of the weight file)."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_graph import call, images, node
+from support.graphs import call, images, node
 
 pytestmark = pytest.mark.host
 
@@ -86,7 +86,7 @@ def test_compute_dtype_policy(comfy_host, monkeypatch):
 def test_encoder_owns_its_tensors(comfy_host, pm_env):
     """Tensors the file holds in their target dtype must not stay views of the file (they would keep
     the memory-mapped file resident for the encoder's lifetime)."""
-    from support import pm_weights
+    from synthetic import pm_weights
 
     hostmod = comfy_host.pack_submodule("nodes.managed_encoder")
     # fp32: the FP32 parts convert to themselves

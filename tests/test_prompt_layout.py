@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_graph import call, node
+from support.graphs import call, node
 
 pytestmark = pytest.mark.host
 

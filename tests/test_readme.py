@@ -1,4 +1,4 @@
-"""The README is for users first (issue 13): its sections, links, names and numbers are checked against
+"""The README is for users first: its sections, links, names and numbers are checked against
 the repository itself, so a renamed workflow, a moved file or a re-measured figure shows up here.
 
 * sections: Install (Manager, comfy-cli with the registry id, clone with the repository URL from
@@ -9,7 +9,8 @@ the repository itself, so a renamed workflow, a moved file or a re-measured figu
 * every workflow named exists in workflows/ (with or without its number prefix) and every workflow
   and node id is documented;
 * exactly the two set-up commands: one block with `make demo` and `make test`, no other make target;
-* the VRAM figures quoted are the measured ones in tests/benchmarks/results/.
+* the VRAM figures quoted are the measured ones in tests/benchmarks/results/;
+* CONTRIBUTING.md's "Where each thing is tested" has one row per tests/test_*.py.
 """
 from __future__ import annotations
 
@@ -223,3 +224,17 @@ def test_exactly_the_two_setup_commands():
     contributing = (REPO / "CONTRIBUTING.md").read_text()
     for moved in ("make bench", "make stress", "tests/test_reliability.py", "gpu_bench.py"):
         assert moved not in README and moved in contributing, moved
+
+
+def test_contributing_maps_every_test_file_once():
+    """CONTRIBUTING's "Where each thing is tested": exactly one row per tests/test_*.py, and every row
+    names a file that exists."""
+    text = (REPO / "CONTRIBUTING.md").read_text()
+    section = re.search(r"^## Where each thing is tested\n(.*?)(?=^## )", text, re.S | re.M)
+    assert section, "CONTRIBUTING.md has no 'Where each thing is tested' section"
+    rows = re.findall(r"^\| `(tests/[^`]+)` \|", section.group(1), re.M)
+    files = sorted(f"tests/{p.name}" for p in (REPO / "tests").glob("test_*.py"))
+    duplicated = sorted({r for r in rows if rows.count(r) > 1})
+    assert not duplicated, f"more than one row: {duplicated}"
+    assert not [r for r in rows if not (REPO / r).is_file()], "rows naming files that do not exist"
+    assert sorted(rows) == files, f"files without a row: {sorted(set(files) - set(rows))}"

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from graph_fixtures import graph, saved_images
-from test_graph import _expanded_encoding, call, images, node
+from support.graphs import call, expanded_encoding, graph, images, node, saved_images
 
 from photomaker_core import conditioning as regions
 
@@ -136,7 +135,7 @@ def test_regions_equal_the_host_mask_nodes(pm_env, two_people):
     # the tensors themselves: each region's prompt has only its own class rows fused; the other
     # trigger is removed as in the text-only prompt (no unfused repeated class word)
     for ident, word, other, entry in ((a, "img", "img2", id_a), (b, "img2", "img", id_b)):
-        plain, pooled, pos = _expanded_encoding(clip, TEXT, [(word, ident.total_tokens), (other, 1)])
+        plain, pooled, pos = expanded_encoding(clip, TEXT, [(word, ident.total_tokens), (other, 1)])
         rows = pos[word]
         assert (entry[0] != plain).any(-1)[0].nonzero().flatten().tolist() == rows
         with torch.inference_mode():

@@ -16,7 +16,7 @@ def server(comfy_host, tmp_path_factory):
     """Real server; its base folder holds tiny PhotoMaker files, the fake buffalo_l pack and photos."""
     import numpy as np
     from PIL import Image
-    from support import fake_insightface, pm_weights
+    from synthetic import fake_insightface, pm_weights
     from support.server import ComfyServer
 
     base = tmp_path_factory.mktemp("server")
@@ -81,7 +81,7 @@ def test_every_input_and_output_has_a_tooltip(object_info):
 
 
 def test_errors_reach_the_user_and_the_server_keeps_serving(server):
-    from graph_fixtures import graph
+    from support.graphs import graph
 
     missing_file = graph("v1", extra={"2": {"inputs": {"photomaker_file": "missing.bin"}}})
     status, body = server.post("/prompt", {"prompt": missing_file, "client_id": "pm-test"})

@@ -1,6 +1,6 @@
 """Reliability, long part (`make stress`; `PM_STRESS_SHORT=1 make stress` is the CI-sized form).
 
-Marked `stress`: skipped unless selected with `-m stress` (tests/reliability_summary.py).
+Marked `stress`: skipped unless selected with `-m stress` (tests/support/reliability_summary.py).
 
 * 200 changing prompts through the real server over HTTP (short: 50): all succeed, resident memory
   of the server process grows < 5 % from the end of the warm-up to the end.
@@ -24,14 +24,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import reliability_summary as summary
-from reliability_summary import stress_size
 from support import hostile_files as hf
 from support import long_run
+from support import reliability_summary as summary
 from support.long_run import one_torch_thread  # noqa: F401  (autouse fixture)
-from test_reliability import (TRIGGER_WORDS, apply_once, assert_alive, big_photo, case_graph, check_refusal,
-                              execution_error, fuzz_tokens_once, good_graph, interrupt_once, prompt_pieces,
-                              start_server)
+from support.reliability import (TRIGGER_WORDS, apply_once, assert_alive, big_photo, case_graph,
+                                 check_refusal, execution_error, fuzz_tokens_once, good_graph, interrupt_once,
+                                 prompt_pieces, start_server)
+from support.reliability_summary import stress_size
 
 pytestmark = [pytest.mark.stress, pytest.mark.host]
 
@@ -121,7 +121,7 @@ def test_repeated_interrupts(server):
                                  HealthCheck.function_scoped_fixture])
 @given(two=st.booleans(), lead=st.one_of(st.integers(0, 150), st.integers(150, 1000)),
        repeats=st.tuples(st.integers(1, 16), st.integers(1, 16)), data=st.data())
-def test_fuzz_token_logic_long(fuzz_tokenizer, lead, two, repeats, data):  # noqa: F811
+def test_fuzz_token_logic_long(fuzz_tokenizer, lead, two, repeats, data):
     tok, specs = fuzz_tokenizer
     pieces = data.draw(prompt_pieces(triggers=("img", "img2") if two else ("img",), max_words=80),
                        label="pieces")
@@ -145,7 +145,7 @@ def test_fuzz_token_logic_long(fuzz_tokenizer, lead, two, repeats, data):  # noq
        trigger=TRIGGER_WORDS, trigger_2=st.one_of(st.just("img2"), TRIGGER_WORDS),
        strength=st.sampled_from([1.0, 0.5, 2.0]),
        lead=st.one_of(st.just(0), st.integers(0, 100), st.integers(100, 900)), data=st.data())
-def test_fuzz_apply_node_long(tiny_clip, encoders, fuzz_env, version, two, pick,  # noqa: F811
+def test_fuzz_apply_node_long(tiny_clip, encoders, fuzz_env, version, two, pick,
                               trigger, trigger_2, strength, lead, data):
     summary.add("prompts_fuzzed")
     pieces = data.draw(prompt_pieces(triggers=(trigger, trigger_2) if two else (trigger,), max_words=60),
@@ -155,7 +155,7 @@ def test_fuzz_apply_node_long(tiny_clip, encoders, fuzz_env, version, two, pick,
                                           trigger_2, strength))
 
 
-def test_8000x8000_photo(encoders):  # noqa: F811
+def test_8000x8000_photo(encoders):
     """One 8000x8000 photo (732 MB as a float32 IMAGE) through V2 with face detection: it works, in
     bounded time and memory (measured about 11-15 s and +2.9 GB peak, 4x the input, on 2 cores)."""
     r = big_photo(encoders, 8000, 8000)
@@ -166,7 +166,7 @@ def test_nan_check_cost_on_full_size_v2(comfy_host):
     """The NaN/inf refusal costs one aminmax per tensor: measured on a full-size V2 encoder
     (543 M parameters, bf16/fp32 mix as released) and its LoRA (93 M), on one thread, next to the
     fp32 conversion every load does anyway."""
-    from support import pm_weights
+    from synthetic import pm_weights
 
     loading = comfy_host.pack_submodule("photomaker_core.loading")
     enc = pm_weights.bf16_mix(pm_weights.make_encoder_state_dict("v2", "full", seed=1))
@@ -185,9 +185,3 @@ def test_nan_check_cost_on_full_size_v2(comfy_host):
                  f"LoRA {t_lora:.2f} s; converting the encoder to fp32 (done at every load) "
                  f"{t_convert:.2f} s")
     assert t_enc + t_lora < 10
-
-
-# fixtures shared with test_reliability (module-scoped there; redefined here for this module).
-# pytest passes them by parameter name, so the tests that use them shadow these imports on
-# purpose: their `noqa: F811` is for that, not a real redefinition.
-from test_reliability import encoders, fuzz_env, fuzz_tokenizer  # noqa: E402,F401

@@ -26,6 +26,7 @@ from photomaker_core.tokens import (
     spec_from_vocab,
     strip_special,
 )
+from support.core_helpers import class_tokens
 
 pytestmark = pytest.mark.host
 
@@ -206,7 +207,7 @@ def test_basic_prompt(host_tok):
     result = host_tok.expand("a photo of a man img", repeat=4)
     man = host_tok.id("man")
     assert result.positions == {"img": [5, 6, 7, 8]}
-    assert result.class_tokens == {"img": man}
+    assert class_tokens(result) == {"img": man}
     assert len(result.chunks) == 1
     assert result.chunks[0][5:9] == [(man, 1.0, 1)] * 4
     assert result.chunks[0][9] == (END, 1.0, 0)
@@ -221,7 +222,7 @@ def test_multi_piece_class_word_repeats_only_last_piece(host_tok):
     assert decoded == ["school", "girl</w>"]  # BPE splits it in two
     result = host_tok.expand("a photo of a schoolgirl img", repeat=3)
     assert result.positions == {"img": [6, 7, 8]}
-    assert result.class_tokens == {"img": pieces[1]}
+    assert class_tokens(result) == {"img": pieces[1]}
     got = ids_of(content(result.chunks))
     assert got[4:] == [pieces[0]] + [pieces[1]] * 3
     assert got.count(pieces[0]) == 1
@@ -231,7 +232,7 @@ def test_text_after_trigger_and_comma_kept(host_tok):
     result = host_tok.expand("a man img, smiling", repeat=2)
     man = host_tok.id("man")
     assert result.positions == {"img": [2, 3]}
-    assert result.class_tokens == {"img": man}
+    assert class_tokens(result) == {"img": man}
     assert ids_of(content(result.chunks)) == [host_tok.id("a"), man, man, host_tok.id(","),
                                               host_tok.id("smiling")]
 
@@ -240,7 +241,7 @@ def test_weighted_class_keeps_weight_on_all_copies(host_tok):
     result = host_tok.expand("(man:1.2) img", repeat=3)
     man = host_tok.id("man")
     assert result.positions == {"img": [1, 2, 3]}
-    assert result.class_tokens == {"img": man}
+    assert class_tokens(result) == {"img": man}
     assert rows(result.chunks, [1, 2, 3]) == [(man, 1.2, 1)] * 3
     assert result.chunks[0][4] == (END, 1.0, 0)
 
@@ -259,7 +260,7 @@ def test_trigger_in_second_chunk(host_tok):
     result = host_tok.expand_chunks(tokens, [host_tok.trigger(repeat=4)])
     # content index 81 ("man") is the 7th content token of chunk 2 (75 per chunk)
     assert result.positions == {"img": [ROW + 7, ROW + 8, ROW + 9, ROW + 10]}
-    assert result.class_tokens == {"img": host_tok.id("man")}
+    assert class_tokens(result) == {"img": host_tok.id("man")}
     assert result.chunks[0] == tokens[0]  # untouched chunk copied as is
     assert len(result.chunks) == 2
     assert ids_of(content(result.chunks))[-3:] == [host_tok.id("man"), host_tok.id(","),
@@ -300,7 +301,7 @@ def test_trigger_first_in_chunk_takes_class_from_previous_chunk(host_tok):
     assert len(tokens) == 2 and len(content(tokens[1:])) == 1
     last = host_tok.id(FILLER[74 % len(FILLER)])
     result = host_tok.expand_chunks(tokens, [host_tok.trigger(repeat=4)])
-    assert result.class_tokens == {"img": last}
+    assert class_tokens(result) == {"img": last}
     assert result.positions == {"img": [75, ROW + 1, ROW + 2, ROW + 3]}
     assert len(result.chunks) == 2  # the chunk that only held the trigger is gone
     text_only = host_tok.expand_chunks(tokens, [host_tok.trigger(repeat=1)])
@@ -313,7 +314,7 @@ def test_multi_token_trigger_split_across_chunks(host_tok):
     assert ids_of(tokens[0][74:77]) == [host_tok.id("man"), host_tok.id("img"), END]
     assert ids_of(tokens[1][:3]) == [START, host_tok.id("2"), END]
     result = host_tok.expand_chunks(tokens, [host_tok.trigger("img2", 4)])
-    assert result.class_tokens == {"img2": host_tok.id("man")}
+    assert class_tokens(result) == {"img2": host_tok.id("man")}
     assert result.positions == {"img2": [74, 75, ROW + 1, ROW + 2]}
     assert len(result.chunks) == 2  # the chunk that only held "2" is gone
     assert len(content(result.chunks)) == 73 + 4
@@ -371,7 +372,7 @@ def test_trigger_inside_a_word_is_not_a_trigger(host_tok, text):
 def test_upper_case_matches(host_tok):
     result = host_tok.expand("A PHOTO OF A MAN IMG", repeat=4)
     assert result.positions == {"img": [5, 6, 7, 8]}
-    assert result.class_tokens == {"img": host_tok.id("man")}
+    assert class_tokens(result) == {"img": host_tok.id("man")}
     upper = host_tok.expand("a photo of a man img", repeat=2, name="IMG")
     assert upper.positions == {"IMG": [5, 6]}
 
@@ -411,7 +412,7 @@ def test_glue_punctuation_is_skipped_and_removed(host_tok, glued):
     for repeat, plain in ((3, "a photo of a man man man, smiling"), (1, "a photo of a man, smiling")):
         for key in ("l", "g"):
             result = host_tok.expand(text, repeat=repeat, key=key)
-            assert result.class_tokens == {"img": host_tok.id("man")}
+            assert class_tokens(result) == {"img": host_tok.id("man")}
             assert result.positions == {"img": list(range(5, 5 + repeat))}
             assert host_tok.plain_equal(result.chunks, plain, key)
 
@@ -422,7 +423,7 @@ def test_embedding_as_class_token(ti_host):
         tokens = host.tokens("a photo of embedding:pmface img")[key]
         result = host.expand_chunks(tokens, [host.trigger(repeat=4)], key)
         assert result.positions == {"img": [5, 6, 7, 8]}
-        cls = result.class_tokens["img"]
+        cls = class_tokens(result)["img"]
         assert torch.is_tensor(cls) and torch.equal(cls, vectors[name][1])
         assert all(slot[0] is cls for slot in rows(result.chunks, [5, 6, 7, 8]))
         assert torch.equal(result.chunks[0][4][0], vectors[name][0])  # first vector kept once
@@ -463,7 +464,7 @@ def test_two_triggers_in_one_pass(host_tok):
     triggers = [host_tok.trigger("img", 2), host_tok.trigger("img2", 4)]
     result = host_tok.expand_chunks(host_tok.tokens(text)["g"], triggers)
     assert result.positions == {"img": [2, 3], "img2": [6, 7, 8, 9]}
-    assert result.class_tokens == {"img": host_tok.id("man"), "img2": host_tok.id("woman")}
+    assert class_tokens(result) == {"img": host_tok.id("man"), "img2": host_tok.id("woman")}
     assert ids_of(content(result.chunks)) == [host_tok.id(w) for w in
                                               "a man man and a woman woman woman woman".split()]
     reverse = host_tok.expand_chunks(host_tok.tokens("a woman img2 and a man img")["g"], triggers)

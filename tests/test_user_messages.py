@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from graph_fixtures import as_image_batch, graph
-from test_graph import call
+from support.graphs import as_image_batch, call, graph
 
 pytestmark = pytest.mark.host
 

@@ -55,7 +55,7 @@ def child(side: str, version: str, images: int) -> dict:
     arc = torch.randn(images, 512) * 25 if version == "v2" else None
     model = None
     if side == "ours":  # our loader also patches the file's LoRA onto a MODEL (tiny UNet here)
-        from support import tiny_sdxl
+        from synthetic import tiny_sdxl
 
         model = tiny_sdxl.make_model()
     gc.collect()

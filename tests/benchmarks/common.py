@@ -1,7 +1,7 @@
 """Shared helpers for the CPU benchmarks (tests/benchmarks/bench_*.py, run by run.py).
 
 Not collected by pytest (no test_* names). Every benchmark builds its own full-size inputs from
-seeded generators (tests/support/pm_weights.py, tests/support/tiny_sdxl.py): nothing is downloaded.
+seeded generators (scripts/synthetic/pm_weights.py, tiny_sdxl.py): nothing is downloaded.
 Generated weight files are cached in test-artifacts/bench/ (git-ignored) so repeated runs skip the
 generation.
 """
@@ -22,6 +22,8 @@ TESTS = REPO / "tests"
 ARTIFACTS = Path(os.environ.get("PM_BENCH_ARTIFACTS", REPO / "test-artifacts" / "bench"))
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))  # `support` (the test harness)
+if str(REPO / "scripts") not in sys.path:
+    sys.path.append(str(REPO / "scripts"))  # `synthetic` (tiny SDXL, PhotoMaker files)
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 
 
@@ -48,7 +50,7 @@ def pack_module(name: str):
 def photomaker_file(version: str, seed: int = 0, lora: str = "tiny") -> Path:
     """A full-size PhotoMaker file in the released container (nested .bin, mixed bf16/fp32 like the
     real files) with a LoRA for the `lora` geometry UNet. Cached by name."""
-    from support import pm_weights
+    from synthetic import pm_weights
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"photomaker-{version}-full-s{seed}-lora{lora}.bin"

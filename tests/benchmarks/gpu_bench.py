@@ -35,13 +35,14 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))  # support.tiny_sdxl (model configs), support.pm_weights (file layout)
+sys.path.insert(0, str(REPO / "tests"))  # support.host (the executor)
+sys.path.insert(0, str(REPO / "scripts"))  # synthetic (model configs, file layout), host_stubs
+from host_stubs.optional_modules import stub_missing  # noqa: E402  (after the sys.path line above)
 
 
 # ------------------------------------------------------------------ host
@@ -54,36 +55,6 @@ def find_host() -> Path:
         if ok(cand):
             return cand.resolve()
     raise SystemExit("no ComfyUI found: set COMFYUI_PATH or provide .cache/comfyui/0.3.75 (make setup)")
-
-
-class _Stub(types.ModuleType):
-    """Stand-in for a module the host imports but this benchmark never calls."""
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-
-        def fail(*a, **k):
-            raise RuntimeError(f"{self.__name__}.{name} is a stub in gpu_bench.py")
-        value = type(name, (), {"__init__": fail, "__call__": fail})
-        setattr(self, name, value)
-        return value
-
-
-def stub_missing() -> list[str]:
-    stubbed = []
-    for root, subs in (("torchsde", ()), ("av", ("container", "subtitles", "subtitles.stream", "error",
-                                                  "audio", "audio.frame", "video", "video.frame"))):
-        try:
-            importlib.import_module(root)
-        except ImportError:
-            for name in (root, *(f"{root}.{s}" for s in subs)):
-                sys.modules[name] = _Stub(name)
-                parent, _, leaf = name.rpartition(".")
-                if parent:
-                    setattr(sys.modules[parent], leaf, sys.modules[name])
-            stubbed.append(root)
-    return stubbed
 
 
 def boot(cpu: bool):
@@ -137,7 +108,7 @@ def build_unet(tiny: bool, seed: int = 0):
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.supported_models
-    from support import tiny_sdxl
+    from synthetic import tiny_sdxl
 
     dev = mm.get_torch_device()
     cfg = dict(tiny_sdxl.TINY_UNET_CONFIG if tiny else tiny_sdxl.FULL_UNET_CONFIG)
@@ -157,7 +128,7 @@ def build_models(tiny: bool):
     import comfy.sdxl_clip
     import comfy.supported_models_base
     from comfy.ldm.models.autoencoder import AutoencoderKL
-    from support import tiny_sdxl
+    from synthetic import tiny_sdxl
 
     clip_cls = tiny_sdxl.TinySDXLClipModel if tiny else comfy.sdxl_clip.SDXLClipModel
     clip = comfy.sd.CLIP(comfy.supported_models_base.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, clip_cls),
@@ -180,7 +151,7 @@ def write_photomaker_file(folder: Path, version: str, tiny: bool) -> Path:
     import torch
 
     import comfy.model_management as mm
-    from support import pm_weights
+    from synthetic import pm_weights
 
     dev = mm.get_torch_device()
     geometry = "tiny" if tiny else "full"

@@ -28,7 +28,7 @@ class PMBenchSDXL:
 
     def load(self, instance, clip_size):
         import torch
-        from support import tiny_sdxl
+        from synthetic import tiny_sdxl
 
         with torch.inference_mode(False):
             if ("clip", clip_size) not in _CACHE:

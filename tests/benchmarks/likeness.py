@@ -101,8 +101,8 @@ def write_tiny_inputs(root: Path) -> tuple[Path, dict]:
     import folder_paths
     import numpy as np
     from PIL import Image
-    from support import fake_insightface as fi
-    from support import pm_weights
+    from synthetic import fake_insightface as fi
+    from synthetic import pm_weights
 
     people = root / "people"
     for name, colour in (("red", fi.RED), ("green", fi.GREEN)):

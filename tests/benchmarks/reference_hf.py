@@ -2,8 +2,9 @@
 
 This is how the reference pipeline runs it: transformers' `CLIPVisionModelWithProjection` (ViT-L/14)
 in fp32 on the CPU, `CLIPImageProcessor` preprocessing, plus small torch modules for
-visual_projection_2, the fuse MLPs and (V2) the Q-Former perceiver, written here from
-shared/spec/photomaker.md (sections 1 and 2). It loads our full-size state dicts (real key names).
+visual_projection_2, the fuse MLPs and (V2) the Q-Former perceiver, written here from the reference
+PhotoMaker code (TencentARC/PhotoMaker: photomaker/model.py for V1, photomaker/model_v2.py for V2).
+It loads our full-size state dicts (real key names).
 Nothing from photomaker_core is used, so it doubles as a numerical cross-check.
 """
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """`make bench`: every CPU benchmark, one summary, results/latest.json + results/latest.md.
 
 Each benchmark runs in its own subprocess (clean memory, one host per process) and prints one
-BENCH_RESULT line; this script collects them, checks the targets of issue 5 and writes the files.
+BENCH_RESULT line; this script collects them, checks them against TARGETS (speed and memory) and
+writes the files.
 Timings are wall-clock medians over alternating repeats; process CPU-time medians are kept in the
 JSON as well (steadier when other processes share the machine). Run it on a quiet machine.
 

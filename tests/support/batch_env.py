@@ -12,7 +12,8 @@ from unittest import mock
 
 import numpy as np
 
-from . import fake_insightface, workflow_env
+from . import workflow_env
+from synthetic import fake_insightface
 from .server import ComfyServer
 
 BATCH_SCRIPT = workflow_env.REPO / "scripts" / "photomaker_batch.py"

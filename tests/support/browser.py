@@ -1,5 +1,5 @@
 """Headless Debian Chromium driven by playwright, for the tests that check pages in a real browser
-(tests/test_ui.py: the frontend; tests/test_batch.py: the batch contact sheet)."""
+(tests/test_ui.py: the frontend; tests/test_photomaker_batch.py: the batch contact sheet)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-# The spec's headless flags (playwright adds --headless and its own fresh --user-data-dir).
+# Headless flags for a root sandbox without network or GPU (playwright adds --headless and its own
+# fresh --user-data-dir).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from . import fake_insightface, pm_weights
+from synthetic import fake_insightface, pm_weights
 
 # The message of every refusal must also say what to do; one of these words marks the fix.
 FIX_WORDS = ("download", "use ", "put ", "move", "save the identity again", "save it again", "save one",

@@ -3,7 +3,7 @@ prompts (prompt text, seeds, style strength, PhotoMaker version, photos, one or 
 stacked identities, saved identities) run through the real server over HTTP or through the real
 engine in-process, with resident memory and the host's loaded-model list watched.
 
-Prompts use the tiny models of graph_fixtures.graph(): tiny-v1.bin / tiny-v2.safetensors in
+Prompts use the tiny models of support.graphs.graph(): tiny-v1.bin / tiny-v2.safetensors in
 models/photomaker, the fake buffalo_l pack, face_red.png / face_green.png / face_red2.png in the
 input folder and `IDENTITY_FILES` in models/photomaker_identities (write_identity_files).
 """
@@ -50,7 +50,7 @@ def _text(rng: random.Random, triggers=("img",), long: bool = False) -> str:
 
 def make_prompt(rng: random.Random, i: int) -> tuple[dict, str]:
     """(API graph, kind label) for prompt number i."""
-    from graph_fixtures import graph
+    from support.graphs import graph
 
     if i < WARMUP:
         version, kind = WARMUP_ORDER[i % len(WARMUP_ORDER)]

@@ -113,7 +113,7 @@ def write_photos(input_dir, workflow_paths) -> list[str]:
     import numpy as np
     from PIL import Image
 
-    from . import fake_insightface
+    from synthetic import fake_insightface
 
     os.makedirs(input_dir, exist_ok=True)
     names = photo_names(workflow_paths)
@@ -168,7 +168,7 @@ def build_tiny_controlnet(path, seed: int = 5) -> Path:
     import comfy.cldm.cldm
     import comfy.ops
 
-    from . import tiny_sdxl
+    from synthetic import tiny_sdxl
 
     config = {k: v for k, v in tiny_sdxl.TINY_UNET_CONFIG.items()
               if k not in ("out_channels", "transformer_depth_output")}
@@ -189,7 +189,7 @@ def build_tiny_t2i_adapter(path, seed: int = 6) -> Path:
 
     import comfy.t2i_adapter.adapter
 
-    from . import tiny_sdxl
+    from synthetic import tiny_sdxl
 
     width = tiny_sdxl.TINY_UNET_CONFIG["model_channels"]
     with torch.inference_mode(False):

@@ -32,7 +32,7 @@ def wf_env(comfy_host, tmp_path_factory):
     import folder_paths
     import torch
 
-    from . import tiny_sdxl
+    from synthetic import tiny_sdxl
 
     demo = workflow_env.demo_module()
     tiny_sdxl.register_tiny_model_config()

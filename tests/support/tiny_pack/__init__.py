@@ -6,7 +6,8 @@ import os
 import sys
 
 _here = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("_pm_tiny_sdxl", os.path.join(_here, "..", "tiny_sdxl.py"))
+_spec = importlib.util.spec_from_file_location("_pm_tiny_sdxl", os.path.join(
+    _here, "..", "..", "..", "scripts", "synthetic", "tiny_sdxl.py"))
 tiny_sdxl = sys.modules.get("_pm_tiny_sdxl")
 if tiny_sdxl is None:
     tiny_sdxl = importlib.util.module_from_spec(_spec)

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 
-from test_graph import call
+from support.graphs import call
 
 pytestmark = pytest.mark.host
 
@@ -45,7 +45,7 @@ def test_broken_files_name_the_node_input_and_fix(pm_env, name, data, expect):
 
 
 def test_foreign_files_say_what_they_are(pm_env):
-    from support import pm_weights
+    from synthetic import pm_weights
 
     pm_weights.save_tensors(pm_env["pm_dir"] / "some-lora.safetensors", pm_weights.make_generic_sdxl_lora())
     pm_weights.save_tensors(pm_env["pm_dir"] / "clipvision.safetensors",
@@ -57,7 +57,7 @@ def test_foreign_files_say_what_they_are(pm_env):
 
 
 def test_malicious_pickle_refused_and_payload_not_run(pm_env, tmp_path):
-    from support import pm_weights
+    from synthetic import pm_weights
 
     marker = tmp_path / "pwned"
     pm_weights.write_malicious_pickle(pm_env["pm_dir"] / "evil.bin", marker)
@@ -73,7 +73,7 @@ def test_insightface_folder_errors_name_the_exact_path(pm_env, tmp_path):
     (root / "models" / "antelopev2").mkdir(parents=True)  # empty, as a failed download leaves it
     nested = root / "models" / "nested_pack" / "nested_pack"
     nested.mkdir(parents=True)
-    from support import fake_insightface
+    from synthetic import fake_insightface
 
     fake_insightface.write_pack(nested)
     folder_paths.add_model_folder_path("insightface", str(root), is_default=True)
@@ -92,7 +92,7 @@ def test_insightface_folder_errors_name_the_exact_path(pm_env, tmp_path):
 
 
 def _face_image(h, w, channels, box=None):
-    from support import fake_insightface
+    from synthetic import fake_insightface
 
     img = fake_insightface.synthetic_face(h=h, w=w, box=box or (w // 4, h // 4, 3 * w // 4, 3 * h // 4))
     if channels == 4:
@@ -145,12 +145,13 @@ def test_pack_loads_and_v1_works_without_insightface(comfy_host, tmp_path):
         import sys
         sys.modules["insightface"] = None   # import insightface -> ImportError
         sys.path.insert(0, {str(comfy_host.REPO_ROOT / 'tests')!r})
+        sys.path.insert(0, {str(comfy_host.REPO_ROOT / 'scripts')!r})
         import torch
         from support import host
         host.boot(); host.load_pack(); host.load_tiny_pack()
         assert "StackedIDFaceAnalysisLoader" in host.pack_node_ids()
         import nodes
-        from support import pm_weights, fake_insightface
+        from synthetic import pm_weights, fake_insightface
         import folder_paths
         d = {str(tmp_path)!r}
         pm_weights.write_nested_bin(d + "/v1.bin", pm_weights.make_encoder_state_dict("v1", "tiny"),

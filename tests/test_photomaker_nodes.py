@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from graph_fixtures import graph, saved_images
+from support.graphs import call, expanded_encoding, graph, images, node, saved_images
 
 pytestmark = pytest.mark.host
 
@@ -16,17 +16,6 @@ EXPECTED_NODES = {"StackedIDLoader", "StackedIDFaceAnalysisLoader", "StackedIDEn
                   "StackedIDSave", "StackedIDLoad", "StackedIDApply", "StackedIDStyle",
                   "StackedIDFaceSimilarity", "StackedIDApplyBatch", "StackedIDFaceKeypoints",
                   "StackedIDFaceDetailer"}
-
-
-def node(name):
-    import nodes
-
-    return nodes.NODE_CLASS_MAPPINGS[name]
-
-
-def call(node_name, /, **kwargs):
-    with torch.inference_mode():
-        return node(node_name).execute(**kwargs).result
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +40,6 @@ def v2(pm_env, tiny):
     return encoder, model
 
 
-def images(pm_env, *names):
-    return torch.stack([pm_env["images"][n] for n in names])
-
-
 def test_nodes_registered_without_clash(comfy_host):
     import nodes
 
@@ -70,22 +55,6 @@ def test_full_graph_runs(comfy_host, pm_env, version):
     assert img.shape == (64, 64, 3) and np.isfinite(img).all() and img.std() > 0
 
 
-def _expanded_encoding(clip, text, triggers):
-    """CLIP encoding of the expanded prompt without fusion, via the library's token logic."""
-    from photomaker_core.tokens import Trigger, expand_tokens, host_layout, spec_from_vocab
-
-    tok = clip.tokenizer
-    specs = {k: spec_from_vocab(t.start_token, t.end_token, t.pad_token, t.max_length,
-                                t.tokenizer.convert_ids_to_tokens)
-             for k, t in (("l", tok.clip_l), ("g", tok.clip_g))}
-    trig = [Trigger(w, tuple(tok.clip_g.tokenizer(w)["input_ids"][1:-1]), k) for w, k in triggers]
-    tokens, positions = expand_tokens(clip.tokenize(text, return_word_ids=True), specs, trig,
-                                      host_layout(lambda t: clip.tokenize(t, return_word_ids=True)))
-    with torch.inference_mode():
-        cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
-    return cond, pooled, positions
-
-
 def test_apply_fuses_exactly_the_class_rows_and_adds_no_drift(pm_env, tiny, v1):
     encoder, _ = v1
     ident, _ = call("StackedIDEncode", encoder=encoder,
@@ -95,7 +64,7 @@ def test_apply_fuses_exactly_the_class_rows_and_adds_no_drift(pm_env, tiny, v1):
                            trigger_word="img", style_strength=0.3, identity_strength=1.0)
     assert [(c[1]["start_percent"], c[1]["end_percent"]) for c in cond] == [(0.0, 0.3), (0.3, 1.0)]
     id_cond = cond[1][0]
-    plain, pooled, positions = _expanded_encoding(tiny[1], text, [("img", 2)])
+    plain, pooled, positions = expanded_encoding(tiny[1], text, [("img", 2)])
     rows = positions["img"]
     changed = (id_cond != plain).any(-1)[0].nonzero().flatten().tolist()
     assert changed == rows and len(rows) == 2
@@ -106,7 +75,7 @@ def test_apply_fuses_exactly_the_class_rows_and_adds_no_drift(pm_env, tiny, v1):
     torch.testing.assert_close(id_cond[0, rows].float(), expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(cond[1][1]["pooled_output"], pooled)
     # the text-only phase is the prompt with the trigger removed (nothing repeated)
-    ref_text, ref_pooled, _ = _expanded_encoding(tiny[1], text, [("img", 1)])
+    ref_text, ref_pooled, _ = expanded_encoding(tiny[1], text, [("img", 1)])
     torch.testing.assert_close(cond[0][0], ref_text)
     torch.testing.assert_close(text_only[0][0], ref_text)
 
@@ -120,7 +89,7 @@ def test_v2_tokens_image_major_and_two_per_image(pm_env, tiny, v2, faces):
     cond, _ = call("StackedIDApply", clip=tiny[1], encoder=encoder, identity=ident,
                    text="portrait of a woman img", trigger_word="img", style_strength=0.2,
                    identity_strength=1.0)
-    plain, _, positions = _expanded_encoding(tiny[1], "portrait of a woman img", [("img", 4)])
+    plain, _, positions = expanded_encoding(tiny[1], "portrait of a woman img", [("img", 4)])
     rows = positions["img"]
     with torch.inference_mode():
         expected = encoder.model.fuse_module(plain[0, rows].float(), ident.flat_tokens().float())
@@ -137,7 +106,7 @@ def test_two_identities_two_triggers(pm_env, tiny, v1):
     cond, _ = call("StackedIDApply", clip=tiny[1], encoder=encoder, identity=a, text=text, trigger_word="img",
                    style_strength=0.0, identity_strength=1.0, identity_2=b, trigger_word_2="img2")
     assert len(cond) == 1 and cond[0][1]["start_percent"] == 0.0
-    plain, _, pos = _expanded_encoding(tiny[1], text, [("img", 1), ("img2", 2)])
+    plain, _, pos = expanded_encoding(tiny[1], text, [("img", 1), ("img2", 2)])
     with torch.inference_mode():
         fa = encoder.model.fuse_module(plain[0, pos["img"]].float(), a.flat_tokens())
         fb = encoder.model.fuse_module(plain[0, pos["img2"]].float(), b.flat_tokens())
@@ -164,7 +133,7 @@ def test_identity_strength_blends_rows(pm_env, tiny, v1):
     full = call("StackedIDApply", identity_strength=1.0, **kw)[0][0][0]
     half = call("StackedIDApply", identity_strength=0.5, **kw)[0][0][0]
     zero = call("StackedIDApply", identity_strength=0.0, **kw)[0][0][0]
-    plain, _, _ = _expanded_encoding(tiny[1], "a man img", [("img", 1)])
+    plain, _, _ = expanded_encoding(tiny[1], "a man img", [("img", 1)])
     torch.testing.assert_close(zero, plain)
     torch.testing.assert_close(half, (full + plain) / 2, atol=1e-5, rtol=1e-5)
 

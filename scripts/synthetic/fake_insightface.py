@@ -1,8 +1,8 @@
 """A tiny, deterministic *fake* insightface model pack, plus synthetic "face" images.
 
-Test-only. The two ONNX files are built with the plain `onnx.helper` API (no downloads, well under a
-second, under 0.5 MB) and go through insightface's own routing (`FaceAnalysis` ->
-`model_zoo.ModelRouter`), checked with insightface 0.7.3 and 2.1:
+For the tests and the demo's --synthetic run. The two ONNX files are built with the plain
+`onnx.helper` API (no downloads, well under a second, under 0.5 MB) and go through insightface's own
+routing (`FaceAnalysis` -> `model_zoo.ModelRouter`), checked with insightface 0.7.3 and 2.1:
 
 * detector: one input [1,3,H,W] and 9 outputs score/bbox/kps for strides 8/16/32 (2 anchors per
   location), so insightface builds an SCRFD with keypoints.

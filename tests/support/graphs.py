@@ -1,65 +1,43 @@
-"""Fixtures shared by the integration tests: tiny PhotoMaker files in a model folder, the fake
-InsightFace pack, input photos, and API-format graph builders."""
+"""Building and running API-format graphs in the tests: the tiny graph (tiny SDXL -> PhotoMaker
+loader -> encode -> apply -> KSampler -> save), its saved images, direct node calls and the CLIP
+encoding of an expanded prompt without fusion."""
 from __future__ import annotations
 
 import os
 
 import numpy as np
-import pytest
 import torch
 
 
-@pytest.fixture(scope="session")
-def pm_env(comfy_host, tmp_path_factory):
-    """Model folders registered with the host: photomaker/ (tiny V1 .bin, tiny V2 .safetensors),
-    insightface/models/buffalo_l (fake), photomaker_identities/, and input images."""
-    import folder_paths
-    from PIL import Image
-    from support import fake_insightface, pm_weights
+def node(name):
+    import nodes
 
-    comfy_host.load_tiny_pack()
-    root = tmp_path_factory.mktemp("models")
-    pm_dir = root / "photomaker"
-    pm_dir.mkdir()
-    enc1 = pm_weights.make_encoder_state_dict("v1", "tiny", seed=11)
-    enc2 = pm_weights.make_encoder_state_dict("v2", "tiny", seed=12)
-    lora = pm_weights.make_lora_state_dict("tiny", seed=13)
-    pm_weights.write_nested_bin(pm_dir / "tiny-v1.bin", enc1, lora)
-    pm_weights.write_flat_safetensors(pm_dir / "tiny-v2.safetensors", enc2, lora)
-    pm_weights.write_lora_only(pm_dir / "lora-only.safetensors", lora, prefix="lora_weights.")
-    folder_paths.add_model_folder_path("photomaker", str(pm_dir), is_default=True)
-    fake_insightface.write_pack(root / "insightface" / "models" / "buffalo_l")
-    folder_paths.add_model_folder_path("insightface", str(root / "insightface"), is_default=True)
-    ident_dir = root / "photomaker_identities"
-    ident_dir.mkdir()
-    folder_paths.add_model_folder_path("photomaker_identities", str(ident_dir), is_default=True)
-
-    inp = folder_paths.get_input_directory()
-    os.makedirs(inp, exist_ok=True)
-    images = {
-        "face_red.png": fake_insightface.synthetic_face(color=fake_insightface.RED),
-        "face_red2.png": fake_insightface.synthetic_face(box=(120, 80, 312, 272), color=fake_insightface.RED),
-        "face_green.png": fake_insightface.synthetic_face(color=fake_insightface.GREEN),
-        "noface.png": fake_insightface.blank_image(),
-    }
-    for name, img in images.items():
-        arr = (img.numpy() * 255).round().astype(np.uint8)
-        Image.fromarray(arr).save(os.path.join(inp, name))
-    return {"root": root, "pm_dir": pm_dir, "identities": ident_dir, "enc": {"v1": enc1, "v2": enc2},
-            "lora": lora, "images": images}
+    return nodes.NODE_CLASS_MAPPINGS[name]
 
 
-@pytest.fixture(scope="module")
-def fake_analyzer(tmp_path_factory):
-    """photomaker_core's FaceAnalyzer (the real insightface code) on the fake model pack."""
-    pytest.importorskip("insightface")
-    from support import fake_insightface
+def call(node_name, /, **kwargs):
+    with torch.inference_mode():
+        return node(node_name).execute(**kwargs).result
 
-    from photomaker_core.faces import FaceAnalyzer
 
-    path = tmp_path_factory.mktemp("insightface") / "buffalo_l"
-    fake_insightface.write_pack(path)
-    return FaceAnalyzer(str(path), ["CPUExecutionProvider"])
+def images(pm_env, *names):
+    return torch.stack([pm_env["images"][n] for n in names])
+
+
+def expanded_encoding(clip, text, triggers):
+    """CLIP encoding of the expanded prompt without fusion, via the library's token logic."""
+    from photomaker_core.tokens import Trigger, expand_tokens, host_layout, spec_from_vocab
+
+    tok = clip.tokenizer
+    specs = {k: spec_from_vocab(t.start_token, t.end_token, t.pad_token, t.max_length,
+                                t.tokenizer.convert_ids_to_tokens)
+             for k, t in (("l", tok.clip_l), ("g", tok.clip_g))}
+    trig = [Trigger(w, tuple(tok.clip_g.tokenizer(w)["input_ids"][1:-1]), k) for w, k in triggers]
+    tokens, positions = expand_tokens(clip.tokenize(text, return_word_ids=True), specs, trig,
+                                      host_layout(lambda t: clip.tokenize(t, return_word_ids=True)))
+    with torch.inference_mode():
+        cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
+    return cond, pooled, positions
 
 
 def graph(version="v1", text="a photo of a man img, smiling", image="face_red.png", steps=3,

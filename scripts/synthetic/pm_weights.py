@@ -1,8 +1,9 @@
 """Seeded random PhotoMaker state dicts with the real key names, container writers and hostile files.
 
-Test-only. Nothing here imports photomaker_core: the layouts are written from the spec
-(shared/spec/photomaker.md sections 1, 2, 6 and shared/spec/keys/*.tsv), so tests that load these
-files check the library independently.
+For the tests and the demo's --synthetic run. Nothing here imports photomaker_core: the layouts are
+written from the released files (every tensor name and shape of photomaker-v1.bin and
+photomaker-v2.bin, id_encoder and lora_weights, as listed in the key lists the tests keep in
+data/keys/*.tsv), so tests that load these files check the library independently.
 
 Two geometries share every key name:
 
@@ -11,7 +12,7 @@ Two geometries share every key name:
 * ``"tiny"``: vision hidden 128, 2 layers, MLP 256, patch 14, 257 positions; projections 768/1280;
   fuse width 2048 with MLP hidden 64; perceiver: 2 layers, inner 256 (2 heads x 128), FF 512,
   token_proj hidden 64, 2 tokens. LoRA (rank 4) only on the transformer blocks of the tiny SDXL UNet
-  of tests/support/tiny_sdxl.py.
+  of scripts/synthetic/tiny_sdxl.py.
 
 Value scales keep activations O(1): LayerNorm weight 1 + N(0, 0.05), LayerNorm/Linear biases
 N(0, 0.02), Linear/conv weights N(0, 1/fan_in), embeddings N(0, 0.02). Every tensor gets its own
@@ -77,7 +78,7 @@ GEOMETRIES: dict[str, EncoderGeometry] = {
         perceiver_inner=256, perceiver_ff=512, id_dim=512, id_hidden=64, num_tokens=2),
 }
 
-# Counts the spec states for the released files (section 1, 2, 6).
+# Parameter and tensor counts of the released photomaker-v1.bin / photomaker-v2.bin and their LoRA.
 FULL_COUNTS = {
     "v1": {"params": 326_273_024, "tensors": 407},
     "v2": {"params": 543_395_840, "tensors": 463},
@@ -86,7 +87,7 @@ FULL_COUNTS = {
 QFORMER_FULL_PARAMS = 217_122_816
 
 # UNet configs whose transformer blocks carry the LoRA. "tiny" must equal the relevant entries of
-# tests/support/tiny_sdxl.TINY_UNET_CONFIG (a test checks that by parsing that file).
+# scripts/synthetic/tiny_sdxl.TINY_UNET_CONFIG (a test checks that by parsing that file).
 UNET_CONFIGS = {
     "full": {"model_channels": 320, "channel_mult": [1, 2, 4], "num_res_blocks": [2, 2, 2],
              "transformer_depth": [0, 0, 2, 2, 10, 10], "transformer_depth_middle": 10,
@@ -187,7 +188,7 @@ def unet_attention_blocks(geometry: str = "tiny") -> list[tuple[str, int, int]]:
     return blocks
 
 
-DIFFUSERS_TO_LDM = {  # spec section 6 block map (SDXL)
+DIFFUSERS_TO_LDM = {  # SDXL's diffusers attention blocks -> ldm (ComfyUI) block names
     "down_blocks.1": lambda a: f"input_blocks.{4 + a}.1",
     "down_blocks.2": lambda a: f"input_blocks.{7 + a}.1",
     "mid_block": lambda a: "middle_block.1",
@@ -197,7 +198,7 @@ DIFFUSERS_TO_LDM = {  # spec section 6 block map (SDXL)
 
 
 def ldm_block_name(diffusers_block: str) -> str:
-    """"down_blocks.1.attentions.0" -> "input_blocks.4.1" (spec section 6)."""
+    """"down_blocks.1.attentions.0" -> "input_blocks.4.1" (SDXL's UNet block map)."""
     head, _, a = diffusers_block.rpartition(".attentions.")
     return DIFFUSERS_TO_LDM[head](int(a))
 
@@ -284,7 +285,8 @@ def count_params(sd: Mapping[str, torch.Tensor]) -> int:
 
 
 def read_tsv_layout(path: str | os.PathLike) -> list[tuple[str, tuple]]:
-    """Parse a shared/spec/keys/*.tsv file: [(key, shape)]."""
+    """Parse a key-list file (one `key<TAB>(shape)` per line, e.g. the tests' data/keys/*.tsv):
+    [(key, shape)]."""
     rows = []
     for line in Path(path).read_text().splitlines():
         if not line.strip():
@@ -295,7 +297,7 @@ def read_tsv_layout(path: str | os.PathLike) -> list[tuple[str, tuple]]:
 
 
 # --------------------------------------------------------------------------------------------------
-# alternative LoRA spellings (spec section 6 says these are accepted too)
+# alternative LoRA spellings (PEFT, kohya, .lora.{down,up}: PhotoMaker LoRAs circulate in these too)
 
 def _split_lora_key(key: str) -> tuple[str, str, int, str, str, str]:
     """"unet.<block>.transformer_blocks.<j>.<attn>.processor.<target>_lora.<down|up>.weight" ->

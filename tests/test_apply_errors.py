@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from graph_fixtures import graph
-from test_graph import call
+from support.graphs import call, graph
 
 pytestmark = pytest.mark.host
 
@@ -124,7 +123,7 @@ def sd15_clip(comfy_host):
     import comfy.sd
     import comfy.sd1_clip
     import comfy.supported_models_base
-    from support import tiny_sdxl
+    from synthetic import tiny_sdxl
 
     class TinySD1Clip(comfy.sd1_clip.SD1ClipModel):
         def __init__(self, device="cpu", dtype=None, model_options=None):
