@@ -80,10 +80,6 @@ class ManagedEncoder:
     def version(self) -> str:
         return self.model.version
 
-    @property
-    def tokens_per_image(self) -> int:
-        return self.model.tokens_per_image
-
     def _load(self) -> torch.dtype:
         mm.load_models_gpu([self.patcher])
         return compute_dtype(self.load_device, self.dtype)
