@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from support.graphs import call, node
+from support.graphs import call
 from support.multi_identity import REPO, batch, tiny_api, with_extra_faces
 
 
@@ -17,16 +17,6 @@ from support.multi_identity import REPO, batch, tiny_api, with_extra_faces
 @pytest.fixture(scope="module")
 def env(pm_env):
     return with_extra_faces(pm_env)
-
-
-@pytest.fixture(scope="module")
-def tiny(env):
-    return node("TinySDXLLoader")().load(0)
-
-
-@pytest.fixture(scope="module")
-def v1(env, tiny):
-    return call("StackedIDLoader", photomaker_file="tiny-v1.bin", model=tiny[0], lora_strength=1.0)
 
 
 # ------------------------------------------------------------------ Apply per Batch Item

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from support.graphs import call, node
+from support.graphs import call
 from support.multi_identity import batch, tiny_api, with_extra_faces
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,21 +94,6 @@ def test_rank_faces_keeps_each_images_box_for_the_sheet():
 @pytest.fixture(scope="module")
 def env(pm_env):
     return with_extra_faces(pm_env)
-
-
-@pytest.fixture(scope="module")
-def tiny(env):
-    return node("TinySDXLLoader")().load(0)
-
-
-@pytest.fixture(scope="module")
-def faces(env):
-    return call("StackedIDFaceAnalysisLoader", model_pack="buffalo_l", provider="CPU", det_size=640)[0]
-
-
-@pytest.fixture(scope="module")
-def v1(env, tiny):
-    return call("StackedIDLoader", photomaker_file="tiny-v1.bin", model=tiny[0], lora_strength=1.0)
 
 
 # ------------------------------------------------------------------ Face Similarity

@@ -70,13 +70,6 @@ def test_no_face_is_black_and_bad_points_are_refused():
 
 # ---------------------------------------------------------------- node, with the fake InsightFace
 
-@pytest.fixture(scope="module")
-def faces(pm_env):
-    from support.graphs import call
-
-    return call("StackedIDFaceAnalysisLoader", model_pack="buffalo_l", provider="CPU", det_size=640)[0]
-
-
 @pytest.mark.host
 @pytest.mark.parametrize("h, w, box", [(331, 517, (101, 77, 293, 269)), (480, 641, (300, 100, 460, 300))])
 def test_node_draws_on_the_detected_keypoints(pm_env, faces, h, w, box):

@@ -20,11 +20,6 @@ def v1_encoder(pm_env):
     return call("StackedIDLoader", photomaker_file="tiny-v1.bin")[0]
 
 
-@pytest.fixture(scope="module")
-def faces(pm_env):
-    return call("StackedIDFaceAnalysisLoader", model_pack="buffalo_l", provider="CPU", det_size=640)[0]
-
-
 def _write(pm_env, name, data: bytes):
     path = pm_env["pm_dir"] / name
     path.write_bytes(data)

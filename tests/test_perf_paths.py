@@ -6,19 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from support.graphs import call, images, node
+from support.graphs import call, images
 
 pytestmark = pytest.mark.host
-
-
-@pytest.fixture(scope="module")
-def tiny(pm_env):
-    return node("TinySDXLLoader")().load(0)
-
-
-@pytest.fixture(scope="module")
-def v1(pm_env, tiny):
-    return call("StackedIDLoader", photomaker_file="tiny-v1.bin", model=tiny[0], lora_strength=1.0)
 
 
 class _CountingClip:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from support.graphs import call, expanded_encoding, graph, images, node, saved_images
+from support.graphs import call, expanded_encoding, graph, images, saved_images
 
 pytestmark = pytest.mark.host
 
@@ -16,22 +16,6 @@ EXPECTED_NODES = {"StackedIDLoader", "StackedIDFaceAnalysisLoader", "StackedIDEn
                   "StackedIDSave", "StackedIDLoad", "StackedIDApply", "StackedIDStyle",
                   "StackedIDFaceSimilarity", "StackedIDApplyBatch", "StackedIDFaceKeypoints",
                   "StackedIDFaceDetailer"}
-
-
-@pytest.fixture(scope="module")
-def tiny(pm_env):
-    return node("TinySDXLLoader")().load(0)
-
-
-@pytest.fixture(scope="module")
-def v1(pm_env, tiny):
-    encoder, model = call("StackedIDLoader", photomaker_file="tiny-v1.bin", model=tiny[0], lora_strength=1.0)
-    return encoder, model
-
-
-@pytest.fixture(scope="module")
-def faces(pm_env):
-    return call("StackedIDFaceAnalysisLoader", model_pack="buffalo_l", provider="CPU", det_size=640)[0]
 
 
 @pytest.fixture(scope="module")

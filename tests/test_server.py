@@ -16,18 +16,12 @@ def server(comfy_host, tmp_path_factory):
     """Real server; its base folder holds tiny PhotoMaker files, the fake buffalo_l pack and photos."""
     import numpy as np
     from PIL import Image
-    from synthetic import fake_insightface, pm_weights
+    from synthetic import fake_insightface
     from support.server import ComfyServer
+    from support.tiny_models import write_tiny_models
 
     base = tmp_path_factory.mktemp("server")
-    pm_dir = base / "models" / "photomaker"
-    pm_dir.mkdir(parents=True)
-    lora = pm_weights.make_lora_state_dict("tiny", seed=13)
-    pm_weights.write_nested_bin(pm_dir / "tiny-v1.bin",
-                                pm_weights.make_encoder_state_dict("v1", "tiny", seed=11), lora)
-    pm_weights.write_flat_safetensors(pm_dir / "tiny-v2.safetensors",
-                                      pm_weights.make_encoder_state_dict("v2", "tiny", seed=12), lora)
-    fake_insightface.write_pack(base / "models" / "insightface" / "models" / "buffalo_l")
+    write_tiny_models(base / "models")
     (base / "input").mkdir()
     for name, img in {"face_red.png": fake_insightface.synthetic_face(),
                       "noface.png": fake_insightface.blank_image()}.items():

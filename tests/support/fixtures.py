@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from support.graphs import call
+from support.graphs import call, node
 from support.reliability import encode, face
+from support.tiny_models import write_tiny_models
 
 
 @pytest.fixture(scope="session")
@@ -24,16 +25,11 @@ def pm_env(comfy_host, tmp_path_factory):
 
     comfy_host.load_tiny_pack()
     root = tmp_path_factory.mktemp("models")
-    pm_dir = root / "photomaker"
-    pm_dir.mkdir()
-    enc1 = pm_weights.make_encoder_state_dict("v1", "tiny", seed=11)
-    enc2 = pm_weights.make_encoder_state_dict("v2", "tiny", seed=12)
-    lora = pm_weights.make_lora_state_dict("tiny", seed=13)
-    pm_weights.write_nested_bin(pm_dir / "tiny-v1.bin", enc1, lora)
-    pm_weights.write_flat_safetensors(pm_dir / "tiny-v2.safetensors", enc2, lora)
+    written = write_tiny_models(root)
+    pm_dir, lora = written["pm_dir"], written["lora"]
+    enc1, enc2 = written["enc"]["v1"], written["enc"]["v2"]
     pm_weights.write_lora_only(pm_dir / "lora-only.safetensors", lora, prefix="lora_weights.")
     folder_paths.add_model_folder_path("photomaker", str(pm_dir), is_default=True)
-    fake_insightface.write_pack(root / "insightface" / "models" / "buffalo_l")
     folder_paths.add_model_folder_path("insightface", str(root / "insightface"), is_default=True)
     ident_dir = root / "photomaker_identities"
     ident_dir.mkdir()
@@ -52,6 +48,24 @@ def pm_env(comfy_host, tmp_path_factory):
         Image.fromarray(arr).save(os.path.join(inp, name))
     return {"root": root, "pm_dir": pm_dir, "identities": ident_dir, "enc": {"v1": enc1, "v2": enc2},
             "lora": lora, "images": images}
+
+
+# The tiny SDXL, the V1 encoder patched onto it and the fake InsightFace pack, module-scoped: the
+# node tests share them (a module that defines its own `tiny`/`v1`/`faces` uses that one).
+@pytest.fixture(scope="module")
+def tiny(pm_env):
+    return node("TinySDXLLoader")().load(0)
+
+
+@pytest.fixture(scope="module")
+def v1(pm_env, tiny):
+    """(encoder, patched model)."""
+    return call("StackedIDLoader", photomaker_file="tiny-v1.bin", model=tiny[0], lora_strength=1.0)
+
+
+@pytest.fixture(scope="module")
+def faces(pm_env):
+    return call("StackedIDFaceAnalysisLoader", model_pack="buffalo_l", provider="CPU", det_size=640)[0]
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from support import hostile_files as hf
 from support import long_run
 from support import reliability_summary as summary
 from support.graphs import call, graph, node
+from support.tiny_models import write_tiny_models
 
 
 def node_display_name(node_type: str) -> str:
@@ -328,17 +329,9 @@ def _write_server_models(base):
     from PIL import Image
 
     from synthetic import fake_insightface as fi
-    from synthetic import pm_weights
 
     models = base / "models"
-    pm_dir = models / "photomaker"
-    pm_dir.mkdir(parents=True)
-    lora = pm_weights.make_lora_state_dict("tiny", seed=13)
-    pm_weights.write_nested_bin(pm_dir / "tiny-v1.bin",
-                                pm_weights.make_encoder_state_dict("v1", "tiny", seed=11), lora)
-    pm_weights.write_flat_safetensors(pm_dir / "tiny-v2.safetensors",
-                                      pm_weights.make_encoder_state_dict("v2", "tiny", seed=12), lora)
-    fi.write_pack(models / "insightface" / "models" / "buffalo_l")
+    pm_dir = write_tiny_models(models)["pm_dir"]
     (models / "photomaker_identities").mkdir()
     long_run.write_identity_files(models / "photomaker_identities")
     (base / "input").mkdir()
