@@ -430,11 +430,10 @@ def register_synthetic(folder_paths, cache: Path) -> None:
         folder_paths.add_model_folder_path(folder, str(cache / folder), is_default=True)
 
 
-def synthetic_photo_array():
+def write_synthetic_photo(dest: str) -> None:
     """A photo the fake detector sees: a saturated red block with eyes/nose on a grey background."""
     _, _, fake_insightface = _synthetic()
-    img = fake_insightface.synthetic_face(h=512, w=512, box=(160, 128, 352, 352))
-    return (img.numpy() * 255).round().astype("uint8")
+    fake_insightface.save_png(fake_insightface.synthetic_face(h=512, w=512, box=(160, 128, 352, 352)), dest)
 
 
 # ------------------------------------------------------------------------------------ photo
@@ -445,7 +444,7 @@ def write_photo(input_dir: str, photo: str | None, synthetic: bool, name: str = 
     os.makedirs(input_dir, exist_ok=True)
     dest = os.path.join(input_dir, name)
     if synthetic:
-        Image.fromarray(synthetic_photo_array()).save(dest)
+        write_synthetic_photo(dest)
         return "a synthetic face (a red block the fake detector finds)"
     if photo:
         img = ImageOps.exif_transpose(Image.open(photo)).convert("RGB")

@@ -14,8 +14,6 @@ OUR_TYPES = {"STACKEDID_ENCODER", "STACKEDID_FACE_ANALYSIS", "STACKEDID_IDENTITY
 @pytest.fixture(scope="module")
 def server(comfy_host, tmp_path_factory):
     """Real server; its base folder holds tiny PhotoMaker files, the fake buffalo_l pack and photos."""
-    import numpy as np
-    from PIL import Image
     from synthetic import fake_insightface
     from support.server import ComfyServer
     from support.tiny_models import write_tiny_models
@@ -25,7 +23,7 @@ def server(comfy_host, tmp_path_factory):
     (base / "input").mkdir()
     for name, img in {"face_red.png": fake_insightface.synthetic_face(),
                       "noface.png": fake_insightface.blank_image()}.items():
-        Image.fromarray((img.numpy() * 255).round().astype(np.uint8)).save(base / "input" / name)
+        fake_insightface.save_png(img, base / "input" / name)
     srv = ComfyServer(base=base).start()
     yield srv
     srv.cleanup()

@@ -253,3 +253,11 @@ def synthetic_face(h: int = 480, w: int = 640, box=(200, 120, 328, 248), color=R
                    bg=BACKGROUND) -> torch.Tensor:
     """[H,W,3] float32 RGB image (like one ComfyUI IMAGE) with one `color` face at `box`."""
     return add_face(blank_image(h, w, bg), box, color)
+
+
+def save_png(image: torch.Tensor, path: str | os.PathLike) -> None:
+    """Write one [H,W,3] 0..1 image as an 8-bit PNG, rounded to the nearest level (so a photo
+    read back by LoadImage is within half a level of the tensor it was made from)."""
+    from PIL import Image
+
+    Image.fromarray((image.numpy() * 255).round().astype(np.uint8)).save(path)

@@ -99,26 +99,16 @@ def write_tiny_inputs(root: Path) -> tuple[Path, dict]:
     """Tiny stand-ins: two synthetic people (the fake detector's colour is the identity), tiny
     PhotoMaker V1/V2 files and the fake InsightFace pack, registered with the host's folders."""
     import folder_paths
-    import numpy as np
-    from PIL import Image
+    from support.tiny_models import write_tiny_models
     from synthetic import fake_insightface as fi
-    from synthetic import pm_weights
 
     people = root / "people"
     for name, colour in (("red", fi.RED), ("green", fi.GREEN)):
         (people / name).mkdir(parents=True)
         for k, box in enumerate(((200, 120, 328, 248), (150, 100, 342, 292))):
-            img = fi.synthetic_face(h=512, w=512, box=box, color=colour)
-            Image.fromarray((img.numpy() * 255).round().astype(np.uint8)).save(people / name / f"{k}.png")
-    pm_dir = root / "photomaker"
-    pm_dir.mkdir()
-    lora = pm_weights.make_lora_state_dict("tiny", seed=13)
-    pm_weights.write_nested_bin(pm_dir / "tiny-v1.bin",
-                                pm_weights.make_encoder_state_dict("v1", "tiny", seed=11), lora)
-    pm_weights.write_flat_safetensors(pm_dir / "tiny-v2.safetensors",
-                                      pm_weights.make_encoder_state_dict("v2", "tiny", seed=12), lora)
+            fi.save_png(fi.synthetic_face(h=512, w=512, box=box, color=colour), people / name / f"{k}.png")
+    pm_dir = write_tiny_models(root)["pm_dir"]
     folder_paths.add_model_folder_path("photomaker", str(pm_dir), is_default=True)
-    fi.write_pack(root / "insightface" / "models" / "buffalo_l")
     folder_paths.add_model_folder_path("insightface", str(root / "insightface"), is_default=True)
     return people, {"v1": "tiny-v1.bin", "v2": "tiny-v2.safetensors", "insightface": "buffalo_l"}
 

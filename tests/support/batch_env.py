@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from unittest import mock
 
-import numpy as np
 
 from . import workflow_env
 from synthetic import fake_insightface
@@ -32,7 +31,6 @@ def start_server(base: Path) -> ComfyServer:
 def write_people(root: Path, people: dict[str, list[str]]) -> Path:
     """{person: [colour name, ...]}: one photo per colour (fake_insightface.RED, GREEN, ...; "NOFACE":
     a photo without a face)."""
-    from PIL import Image
 
     for name, colours in people.items():
         folder = Path(root) / name
@@ -43,7 +41,7 @@ def write_people(root: Path, people: dict[str, list[str]]) -> Path:
             else:
                 img = fake_insightface.synthetic_face(box=(200 + 10 * i, 120, 328 + 10 * i, 248),
                                                       color=getattr(fake_insightface, colour))
-            Image.fromarray((img.numpy() * 255).round().astype(np.uint8)).save(folder / f"photo_{i}.png")
+            fake_insightface.save_png(img, folder / f"photo_{i}.png")
     return Path(root)
 
 

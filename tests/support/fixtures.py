@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 import torch
 
@@ -20,14 +19,12 @@ def pm_env(comfy_host, tmp_path_factory):
     """Model folders registered with the host: photomaker/ (tiny V1 .bin, tiny V2 .safetensors),
     insightface/models/buffalo_l (fake), photomaker_identities/, and input images."""
     import folder_paths
-    from PIL import Image
     from synthetic import fake_insightface, pm_weights
 
     comfy_host.load_tiny_pack()
     root = tmp_path_factory.mktemp("models")
     written = write_tiny_models(root)
     pm_dir, lora = written["pm_dir"], written["lora"]
-    enc1, enc2 = written["enc"]["v1"], written["enc"]["v2"]
     pm_weights.write_lora_only(pm_dir / "lora-only.safetensors", lora, prefix="lora_weights.")
     folder_paths.add_model_folder_path("photomaker", str(pm_dir), is_default=True)
     folder_paths.add_model_folder_path("insightface", str(root / "insightface"), is_default=True)
@@ -44,9 +41,8 @@ def pm_env(comfy_host, tmp_path_factory):
         "noface.png": fake_insightface.blank_image(),
     }
     for name, img in images.items():
-        arr = (img.numpy() * 255).round().astype(np.uint8)
-        Image.fromarray(arr).save(os.path.join(inp, name))
-    return {"root": root, "pm_dir": pm_dir, "identities": ident_dir, "enc": {"v1": enc1, "v2": enc2},
+        fake_insightface.save_png(img, os.path.join(inp, name))
+    return {"root": root, "pm_dir": pm_dir, "identities": ident_dir, "enc": written["enc"],
             "lora": lora, "images": images}
 
 

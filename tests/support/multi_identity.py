@@ -8,7 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -18,7 +17,6 @@ def with_extra_faces(pm_env):
     """pm_env plus a blue face (a third identity) and a blue+red image for the multi-face case (the
     photos are written into the host's input folder)."""
     import folder_paths
-    from PIL import Image
     from synthetic import fake_insightface as fi
 
     extra = {
@@ -28,8 +26,7 @@ def with_extra_faces(pm_env):
                                                  box=(40, 40, 104, 104), color=fi.BLUE),
     }
     for name, img in extra.items():
-        Image.fromarray((img.numpy() * 255).round().astype(np.uint8)).save(
-            os.path.join(folder_paths.get_input_directory(), name))
+        fi.save_png(img, os.path.join(folder_paths.get_input_directory(), name))
     images = dict(pm_env["images"])
     images.update(extra)
     return {**pm_env, "images": images}

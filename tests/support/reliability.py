@@ -9,7 +9,6 @@ import re
 import threading
 import time
 
-import numpy as np
 import torch
 from hypothesis import strategies as st
 
@@ -326,7 +325,6 @@ TRIGGER_WORDS = st.integers(0, 9).flatmap(
 
 
 def _write_server_models(base):
-    from PIL import Image
 
     from synthetic import fake_insightface as fi
 
@@ -339,7 +337,7 @@ def _write_server_models(base):
               "face_red2.png": fi.synthetic_face(box=(120, 80, 312, 272)), "noface.png": fi.blank_image(),
               "big_face.png": fi.synthetic_face(512, 512, box=(128, 128, 384, 384))}
     for name, img in images.items():
-        Image.fromarray((img.numpy() * 255).round().astype(np.uint8)).save(base / "input" / name)
+        fi.save_png(img, base / "input" / name)
     return {hf.PHOTOMAKER: pm_dir, hf.IDENTITY: models / "photomaker_identities",
             hf.INSIGHTFACE: models / "insightface"}
 

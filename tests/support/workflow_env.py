@@ -110,8 +110,6 @@ def photo_names(workflow_paths) -> list[str]:
 
 def write_photos(input_dir, workflow_paths) -> list[str]:
     """A synthetic face photo under every LoadImage name the workflows use."""
-    import numpy as np
-    from PIL import Image
 
     from synthetic import fake_insightface
 
@@ -123,7 +121,7 @@ def write_photos(input_dir, workflow_paths) -> list[str]:
             continue
         colour, box = PHOTOS.get(name, DEFAULT_PHOTO)
         img = fake_insightface.synthetic_face(box=box, color=getattr(fake_insightface, colour))
-        Image.fromarray((img.numpy() * 255).round().astype(np.uint8)).save(os.path.join(input_dir, name))
+        fake_insightface.save_png(img, os.path.join(input_dir, name))
     return names
 
 
